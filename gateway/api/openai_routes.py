@@ -1,0 +1,199 @@
+"""OpenAI-compatible routes. Thin: parse, run the pipeline, render."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from gateway.api import render
+from gateway.api.disconnect import ClientDisconnected, until_disconnect
+from gateway.api.errors import validation_error
+from gateway.api.tracker import Tracker
+from gateway.api.wire import ChatRequest, CompletionRequest
+from gateway.engine import EngineRequest, Output
+from gateway.errors import GatewayError
+from gateway.service import Gateway, Resolved, Sampling
+
+__all__ = ["router"]
+
+router = APIRouter()
+M = TypeVar("M", bound=BaseModel)
+CLIENT_CLOSED = 499
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def _parse(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
+    return Sampling(
+        max_tokens=body.token_budget(),
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop_list(),
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+    )
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    gw = _gateway(request)
+    principal = gw.authenticate(request.headers.get("authorization"))
+    return _json(render.models_body(gw.visible_models(principal), gw.created))
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    gw = _gateway(request)
+    t = Tracker(gw, "chat")
+    try:
+        principal = gw.authenticate(request.headers.get("authorization"))
+        t.tenant = principal.tenant.name
+        body = _parse(ChatRequest, await request.body())
+        resolved = gw.resolve(principal, body.model)
+        t.tune = resolved.label
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
+        ereq = gw.prepare_chat(rid, resolved, messages, _sampling(body))
+    except GatewayError as exc:
+        t.done(exc.status)
+        raise
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await _answer(request, gw, t, ereq, resolved, body.stream, usage, chat=True)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    gw = _gateway(request)
+    t = Tracker(gw, "completions")
+    try:
+        principal = gw.authenticate(request.headers.get("authorization"))
+        t.tenant = principal.tenant.name
+        body = _parse(CompletionRequest, await request.body())
+        resolved = gw.resolve(principal, body.model)
+        t.tune = resolved.label
+        rid = f"cmpl-{uuid.uuid4().hex}"
+        ereq = gw.prepare_completion(rid, resolved, body.prompt_text(), _sampling(body))
+    except GatewayError as exc:
+        t.done(exc.status)
+        raise
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await _answer(request, gw, t, ereq, resolved, body.stream, usage, chat=False)
+
+
+async def _answer(
+    request: Request,
+    gw: Gateway,
+    t: Tracker,
+    ereq: EngineRequest,
+    resolved: Resolved,
+    stream: bool,
+    include_usage: bool,
+    *,
+    chat: bool,
+) -> Response:
+    created = int(time.time())
+    try:
+        if not stream:
+            c = await until_disconnect(request.receive, gw.complete(ereq))
+            t.first_token()
+            t.tokens(c.prompt_tokens, c.completion_tokens)
+            t.done(200)
+            make = render.chat_body if chat else render.completion_body
+            return _json(make(ereq.request_id, created, resolved.model, c))
+        outputs = gw.stream(ereq).__aiter__()
+        # Wait for the first output before sending headers, so early failures get a status.
+        first = await until_disconnect(request.receive, outputs.__anext__())
+    except ClientDisconnected:
+        t.done(CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
+    except GatewayError as exc:
+        t.done(exc.status)
+        raise
+    t.first_token()
+    events = _events(
+        t, outputs, first, ereq.request_id, created, resolved.model, include_usage, chat
+    )
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _events(
+    t: Tracker,
+    outputs: AsyncIterator[Output],
+    first: Output,
+    rid: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    chat: bool,
+) -> AsyncIterator[bytes]:
+    chunk: Callable[[str, str | None], dict[str, Any]]
+    if chat:
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            delta = {"content": text} if text else {}
+            return render.chat_chunk(rid, created, model, delta, finish)
+
+        yield render.sse(
+            render.chat_chunk(rid, created, model, {"role": "assistant", "content": ""}, None)
+        )
+    else:
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            return render.completion_chunk(rid, created, model, text, finish)
+
+    status = 200
+    last = first
+    try:
+        out: Output | None = first
+        while out is not None:
+            last = out
+            if out.text:
+                yield render.sse(chunk(out.text, None))
+            if out.finish_reason is not None:
+                break
+            out = await anext(outputs, None)
+        if last.finish_reason is None:
+            raise GatewayError("The engine ended the stream without finishing.")
+        yield render.sse(chunk("", last.finish_reason))
+        if include_usage:
+            payload = chunk("", None)
+            payload["choices"] = []
+            payload["usage"] = render.usage(last.prompt_tokens, last.completion_tokens)
+            yield render.sse(payload)
+        yield render.DONE
+    except GatewayError as exc:
+        status = exc.status
+        yield render.sse_error(exc)
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        t.tokens(last.prompt_tokens, last.completion_tokens)
+        t.done(status)

@@ -1,0 +1,92 @@
+"""The `tunegate` command: serve the gateway, build the demo, hash keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.api import create_app
+    from gateway.settings import Settings
+    from gateway.yamlconfig import ConfigError
+
+    settings = Settings()
+    if args.port is not None:
+        settings = settings.model_copy(update={"port": args.port})
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"tunegate: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _build_demo(args: argparse.Namespace) -> int:
+    from gateway.tunebuild.demo import main_build
+
+    return main_build(["--out", args.out] + (["--force"] if args.force else []))
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from gateway.auth import hash_key, new_key
+
+    key = args.key or new_key()
+    if not args.key:
+        print(f"key (shown once): {key}")
+    print(f"sha256: {hash_key(key)}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from gateway.catalogue import TuneCatalogue
+    from gateway.settings import Settings
+    from gateway.tenants import TenantDirectory
+    from gateway.yamlconfig import ConfigError
+
+    settings = Settings()
+    try:
+        catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
+        tenants = TenantDirectory.load(settings.policies_dir, set(catalogue.names()))
+    except ConfigError as exc:
+        print(f"tunegate: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok: {len(catalogue)} tunes, {len(tenants.tenants)} tenants")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tunegate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the gateway (settings from TUNEGATE_* variables)")
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=_serve)
+    demo = sub.add_parser("build-demo", help="build the demo base model and tunes (cached)")
+    demo.add_argument("--out", default="build/demo")
+    demo.add_argument("--force", action="store_true")
+    demo.set_defaults(func=_build_demo)
+    keys = sub.add_parser("hash-key", help="hash an API key for policies/ (or make a new one)")
+    keys.add_argument("key", nargs="?", default=None)
+    keys.set_defaults(func=_hash_key)
+    validate = sub.add_parser("validate", help="validate tunes/ and policies/")
+    validate.set_defaults(func=_validate)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

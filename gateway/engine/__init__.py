@@ -1,0 +1,42 @@
+"""The `Engine` boundary: the only way the gateway reaches a model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from gateway.engine.types import Adapter, EngineRequest, FinishReason, Output
+
+__all__ = ["Adapter", "Engine", "EngineRequest", "FinishReason", "Output"]
+
+
+class Engine(Protocol):
+    """What the gateway needs of a model server. `VLLMEngine` is the in-process default."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
+        """Yield outputs (text deltas) until one carries a finish reason."""
+        ...
+
+    async def load_adapter(self, adapter: Adapter) -> bool:
+        """Load once (idempotent); True when this call loaded it."""
+        ...
+
+    async def unload_adapter(self, adapter: Adapter) -> None: ...
+
+    async def loaded_adapters(self) -> set[int]: ...
+
+    async def health(self) -> bool: ...

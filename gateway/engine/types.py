@@ -1,0 +1,45 @@
+"""Internal engine types: what the gateway asks of an engine and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["Adapter", "EngineRequest", "FinishReason", "Output"]
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """A catalogued tune as the engine sees it: a LoRA adapter with a stable id."""
+
+    name: str
+    adapter_id: int
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    adapter: Adapter | None = None
+
+
+@dataclass(slots=True)
+class Output:
+    """One step of a generation: the new text since the last step, and running counts."""
+
+    text: str
+    completion_tokens: int
+    prompt_tokens: int
+    finish_reason: FinishReason | None = None
+    extra: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,185 @@
+"""`VLLMEngine`: the in-process vLLM V1 async engine, serving tunes as LoRA adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from gateway.engine.prompts import PromptRenderer
+from gateway.engine.types import Adapter, EngineRequest, Output
+from gateway.errors import EngineUnavailableError, InvalidRequestError
+from gateway.settings import EngineSettings
+
+__all__ = ["AdapterLoadError", "VLLMEngine"]
+
+log = logging.getLogger(__name__)
+
+
+class AdapterLoadError(InvalidRequestError):
+    default_code = "adapter_load_failed"
+
+
+class VLLMEngine:
+    """Owns one `AsyncLLM`. Only this module imports vLLM."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._llm: Any = None
+        self._prompts: PromptRenderer | None = None
+        self._ready = False
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loaded: dict[int, Adapter] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self._llm is not None and not self._llm.errored
+
+    @property
+    def max_model_len(self) -> int:
+        return self.settings.max_model_len
+
+    async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self.settings
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(s.kv_cache_gib))))
+        args = AsyncEngineArgs(
+            model=str(s.model_path),
+            served_model_name=[s.served_model_name],
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            enable_lora=True,
+            max_loras=s.max_loras,
+            max_cpu_loras=s.max_cpu_loras,
+            max_lora_rank=s.max_lora_rank,
+            max_num_seqs=s.max_num_seqs,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            enforce_eager=s.enforce_eager,
+            seed=s.seed,
+            disable_log_stats=True,
+        )
+        self._prompts = await asyncio.to_thread(PromptRenderer.from_pretrained, s.model_path)
+        # Building the engine blocks (it spawns the engine-core process and waits for it).
+        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        await self._warm(warm_adapters)
+        self._ready = True
+        log.info("engine ready", extra={"adapters": [a.name for a in warm_adapters]})
+
+    async def _warm(self, adapters: Sequence[Adapter]) -> None:
+        probe = self.encode("Hello")
+        await self._drain(EngineRequest("warmup-base", probe, max_tokens=2, temperature=0.0))
+        for adapter in adapters[: self.settings.max_cpu_loras]:
+            await self.load_adapter(adapter)
+            req = EngineRequest(f"warmup-{adapter.name}", probe, 2, 0.0, adapter=adapter)
+            await self._drain(req)
+
+    async def _drain(self, request: EngineRequest) -> None:
+        async for _ in self._generate(request):
+            pass
+
+    async def stop(self) -> None:
+        self._ready = False
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.to_thread(llm.shutdown)
+
+    def _renderer(self) -> PromptRenderer:
+        if self._prompts is None:
+            raise EngineUnavailableError("The engine is starting; try again shortly.")
+        return self._prompts
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return self._renderer().render_chat(messages)
+
+    def encode(self, text: str) -> list[int]:
+        return self._renderer().encode(text)
+
+    def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
+        if not self.ready:
+            raise EngineUnavailableError("The engine is not ready; try again shortly.")
+        return self._generate(request)
+
+    async def _generate(self, request: EngineRequest) -> AsyncIterator[Output]:
+        from vllm.exceptions import VLLMClientError
+        from vllm.inputs.engine import tokens_input
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        params = SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=list(request.stop) or None,
+            seed=request.seed,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        lora = self._lora_request(request.adapter) if request.adapter else None
+        prompt = tokens_input(request.prompt_token_ids)
+        completion_tokens = 0
+        try:
+            async for out in self._llm.generate(
+                prompt, params, request.request_id, lora_request=lora
+            ):
+                choice = out.outputs[0]
+                completion_tokens += len(choice.token_ids)
+                finish = choice.finish_reason if out.finished else None
+                if finish not in (None, "stop", "length"):
+                    raise EngineUnavailableError(f"The engine ended the request ({finish}).")
+                yield Output(choice.text, completion_tokens, len(request.prompt_token_ids), finish)
+        except VLLMClientError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        except EngineDeadError:
+            self._ready = False
+            raise EngineUnavailableError("The engine has stopped; try again shortly.") from None
+
+    @staticmethod
+    def _lora_request(adapter: Adapter) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter.name, adapter.adapter_id, str(adapter.path))
+
+    async def load_adapter(self, adapter: Adapter) -> bool:
+        if adapter.adapter_id in self._loaded:
+            return False
+        lock = self._locks.setdefault(adapter.name, asyncio.Lock())
+        async with lock:
+            if adapter.adapter_id in self._loaded:
+                return False
+            if not (adapter.path / "adapter_config.json").is_file():
+                raise AdapterLoadError(
+                    f"Tune `{adapter.name}` has no adapter at its catalogued path.", param="name"
+                )
+            try:
+                await self._llm.add_lora(self._lora_request(adapter))
+            except Exception as exc:
+                raise AdapterLoadError(
+                    f"Tune `{adapter.name}` could not be loaded: {type(exc).__name__}.",
+                    param="name",
+                ) from None
+            self._loaded[adapter.adapter_id] = adapter
+            return True
+
+    async def unload_adapter(self, adapter: Adapter) -> None:
+        async with self._locks.setdefault(adapter.name, asyncio.Lock()):
+            if self._loaded.pop(adapter.adapter_id, None) is not None:
+                await self._llm.remove_lora(adapter.adapter_id)
+
+    async def loaded_adapters(self) -> set[int]:
+        if self._llm is None:
+            return set()
+        return set(await self._llm.list_loras())
+
+    async def health(self) -> bool:
+        if self._llm is None:
+            return False
+        try:
+            await self._llm.check_health()
+        except Exception:
+            return False
+        return True

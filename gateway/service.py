@@ -1,0 +1,182 @@
+"""The request pipeline: authenticate, resolve the tune, prepare the engine request, generate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from gateway.auth import Principal, authenticate
+from gateway.catalogue import Tune, TuneCatalogue
+from gateway.engine import Adapter, Engine, EngineRequest, Output
+from gateway.errors import ContextLengthError, EngineUnavailableError, ModelNotFoundError
+from gateway.observability import Metrics
+from gateway.tenants import TenantDirectory
+
+__all__ = ["Completion", "Gateway", "Resolved", "Sampling", "adapter_of"]
+
+DEFAULT_MODEL = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The model a request runs on: the base (tune is None) or one catalogued tune."""
+
+    model: str
+    tune: Tune | None
+
+    @property
+    def label(self) -> str:
+        return self.tune.name if self.tune else "base"
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    stop: tuple[str, ...]
+    seed: int | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def adapter_of(tune: Tune) -> Adapter:
+    return Adapter(name=tune.name, adapter_id=tune.adapter_id, path=tune.adapter_path)
+
+
+class Gateway:
+    """Everything a route needs, built once by the app factory and passed down."""
+
+    def __init__(
+        self, catalogue: TuneCatalogue, tenants: TenantDirectory, engine: Engine, metrics: Metrics
+    ) -> None:
+        self.catalogue = catalogue
+        self.tenants = tenants
+        self.engine = engine
+        self.metrics = metrics
+        self.base_model = catalogue.base_model
+        self.created = int(time.time())
+        self.engine_failure: str | None = None
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics.stage_duration.labels(name).observe(time.perf_counter() - start)
+
+    def authenticate(self, header: str | None) -> Principal:
+        with self.stage("auth"):
+            return authenticate(self.tenants, header)
+
+    def resolve(self, principal: Principal, model: str) -> Resolved:
+        """Model name -> base or tune; forbidden and unknown look the same (404)."""
+        with self.stage("resolve"):
+            name = model
+            if model == DEFAULT_MODEL:
+                name = principal.tenant.default_tune or self.base_model
+            if name == self.base_model:
+                return Resolved(self.base_model, None)
+            tune = self.catalogue.get(name) if name in principal.tenant.tunes else None
+            if tune is None:
+                raise ModelNotFoundError(model)
+            return Resolved(tune.name, tune)
+
+    def visible_models(self, principal: Principal) -> list[tuple[str, str | None]]:
+        """(id, parent) for the base model and each tune the tenant may use."""
+        tunes = [t for t in self.catalogue if t.name in principal.tenant.tunes]
+        return [(self.base_model, None)] + [(t.name, self.base_model) for t in tunes]
+
+    def _check_ready(self) -> None:
+        if not self.engine.ready:
+            raise EngineUnavailableError(
+                "The engine is not ready yet; try again shortly.", headers={"Retry-After": "5"}
+            )
+
+    def prepare_chat(
+        self, request_id: str, resolved: Resolved, messages: list[dict[str, str]], s: Sampling
+    ) -> EngineRequest:
+        self._check_ready()
+        with self.stage("prepare"):
+            ids = self.engine.render_chat(messages)
+            return self._engine_request(request_id, resolved, ids, s, "messages")
+
+    def prepare_completion(
+        self, request_id: str, resolved: Resolved, prompt: str, s: Sampling
+    ) -> EngineRequest:
+        self._check_ready()
+        with self.stage("prepare"):
+            ids = self.engine.encode(prompt)
+            return self._engine_request(request_id, resolved, ids, s, "prompt")
+
+    def _engine_request(
+        self, request_id: str, resolved: Resolved, ids: list[int], s: Sampling, field: str
+    ) -> EngineRequest:
+        limit = self.engine.max_model_len
+        if not ids:
+            raise ContextLengthError("The prompt is empty.", param=field, code="empty_prompt")
+        if len(ids) >= limit:
+            raise ContextLengthError(
+                f"This model's maximum context length is {limit} tokens. "
+                f"Your prompt has {len(ids)} tokens.",
+                param=field,
+            )
+        budget = s.max_tokens if s.max_tokens is not None else limit - len(ids)
+        if len(ids) + budget > limit:
+            raise ContextLengthError(
+                f"This model's maximum context length is {limit} tokens. You requested "
+                f"{len(ids) + budget} tokens ({len(ids)} in the prompt, {budget} for the "
+                "completion). Reduce the prompt or max_tokens.",
+                param="max_tokens",
+            )
+        return EngineRequest(
+            request_id=request_id,
+            prompt_token_ids=ids,
+            max_tokens=budget,
+            temperature=1.0 if s.temperature is None else s.temperature,
+            top_p=1.0 if s.top_p is None else s.top_p,
+            stop=s.stop,
+            seed=s.seed,
+            presence_penalty=s.presence_penalty or 0.0,
+            frequency_penalty=s.frequency_penalty or 0.0,
+            adapter=adapter_of(resolved.tune) if resolved.tune else None,
+        )
+
+    async def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
+        if request.adapter is not None:
+            await self.load_adapter(request.adapter)
+        async for out in self.engine.stream(request):
+            yield out
+
+    async def complete(self, request: EngineRequest) -> Completion:
+        parts: list[str] = []
+        last: Output | None = None
+        async for out in self.stream(request):
+            parts.append(out.text)
+            last = out
+        if last is None or last.finish_reason is None:
+            raise EngineUnavailableError("The engine ended the request without an answer.")
+        return Completion(
+            "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
+        )
+
+    async def load_adapter(self, adapter: Adapter) -> None:
+        with self.stage("adapter_load"):
+            try:
+                loaded = await self.engine.load_adapter(adapter)
+            except Exception:
+                self.metrics.adapter_loads.labels(adapter.name, "error").inc()
+                raise
+            if loaded:
+                self.metrics.adapter_loads.labels(adapter.name, "ok").inc()

@@ -1,0 +1,44 @@
+"""Typed settings for the gateway, read from `TUNEGATE_*` variables or passed as arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["EngineSettings", "Settings"]
+
+
+class EngineSettings(BaseModel):
+    """How the in-process vLLM engine is started (nested: `TUNEGATE_ENGINE__MAX_LORAS=8`)."""
+
+    model_path: Path = Path("build/demo/base")
+    served_model_name: str = "tunegate-demo-base"
+    dtype: str = "float32"
+    max_model_len: int = Field(512, ge=16)
+    max_loras: int = Field(4, ge=1)
+    max_cpu_loras: int = Field(8, ge=1)
+    max_lora_rank: int = Field(16, ge=1)
+    max_num_seqs: int = Field(64, ge=1)
+    kv_cache_gib: float = Field(1.0, gt=0)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    enforce_eager: bool = True
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    """All gateway settings. Built once in `__main__`/CLI and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TUNEGATE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    tunes_dir: Path = Path("tunes")
+    policies_dir: Path = Path("policies")
+    admin_token: SecretStr | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    log_level: str = "info"
+    engine: EngineSettings = EngineSettings()
