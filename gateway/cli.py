@@ -10,7 +10,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
 
     from gateway.api import create_app
@@ -28,6 +28,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tunegate: {exc}", file=sys.stderr)
         return 2
+    if demo:
+        from gateway.demo import watch_ready
+
+        if settings.host not in ("127.0.0.1", "localhost", "::1"):
+            print("tunegate: the demo serves on loopback only", file=sys.stderr)
+            return 2
+        watch_ready(settings.host, settings.port)
     uvicorn.run(
         app,
         host=settings.host,
@@ -78,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="start the gateway (settings from TUNEGATE_* variables)")
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(func=_serve)
+    run_demo = sub.add_parser("demo", help="serve the demo model and tunes on loopback")
+    run_demo.add_argument("--port", type=int, default=None)
+    run_demo.set_defaults(func=lambda a: _serve(a, demo=True))
     demo = sub.add_parser("build-demo", help="build the demo base model and tunes (cached)")
     demo.add_argument("--out", default="build/demo")
     demo.add_argument("--force", action="store_true")

