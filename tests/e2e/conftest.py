@@ -1,0 +1,124 @@
+"""A live gateway process on the real vLLM engine (CPU build) and the demo model and tunes.
+
+The demo build is made once (cached in build/demo by its input hash); the gateway process is
+started once per test session on a free loopback port with its own tenants and keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.auth import hash_key, new_key
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build" / "demo"
+READY_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class LiveGateway:
+    url: str
+    keys: dict[str, str]
+    admin_token: str
+    tunes_dir: Path
+    log_path: Path
+
+    def headers(self, tenant: str = "acme") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[tenant]}"}
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def demo_build() -> Path:
+    from gateway.tunebuild.demo import ensure_demo_build
+
+    ensure_demo_build(BUILD)
+    return BUILD
+
+
+def _catalogue_copy(dest: Path) -> Path:
+    """The repository's catalogue with absolute adapter paths, in a folder tests may add to."""
+    for manifest in sorted((ROOT / "tunes").glob("*/tune.yaml")):
+        target = dest / manifest.parent.name
+        target.mkdir(parents=True)
+        text = manifest.read_text().replace(
+            "adapter_path: ../../build/demo", f"adapter_path: {BUILD}"
+        )
+        (target / "tune.yaml").write_text(text)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def live_gateway(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    root = tmp_path_factory.mktemp("live")
+    tunes = _catalogue_copy(root / "tunes")
+    keys = {"acme": new_key(), "narrow": new_key()}
+    policies = root / "policies"
+    policies.mkdir()
+    (policies / "tenants.yaml").write_text(
+        "tenants:\n"
+        f"  - name: acme\n    keys: [{{id: acme-1, sha256: {hash_key(keys['acme'])}}}]\n"
+        "    tunes: [support, legal, extract]\n    default_tune: support\n"
+        f"  - name: narrow\n    keys: [{{id: narrow-1, sha256: {hash_key(keys['narrow'])}}}]\n"
+        "    tunes: [legal]\n    default_tune: legal\n"
+    )
+    port = free_port()
+    admin = new_key()
+    env = {
+        **os.environ,
+        "TUNEGATE_PORT": str(port),
+        "TUNEGATE_TUNES_DIR": str(tunes),
+        "TUNEGATE_POLICIES_DIR": str(policies),
+        "TUNEGATE_ADMIN_TOKEN": admin,
+        "TUNEGATE_ENGINE__MODEL_PATH": str(demo_build / "base"),
+        "TUNEGATE_MAX_BODY_BYTES": "65536",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    }
+    log_path = root / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    gw = LiveGateway(f"http://127.0.0.1:{port}", keys, admin, tunes, log_path)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"gateway exited with {proc.returncode}:\n{gw.log_tail()}")
+            try:
+                if httpx.get(f"{gw.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gateway not ready after {READY_TIMEOUT_S}s:\n{gw.log_tail()}")
+            time.sleep(0.5)
+        yield gw
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        shutil.rmtree(tunes / "late", ignore_errors=True)

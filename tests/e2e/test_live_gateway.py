@@ -1,0 +1,214 @@
+"""End to end: a live gateway process on the real vLLM engine, driven by the `openai` client."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import LiveGateway
+
+pytestmark = pytest.mark.e2e
+
+PROMPTS = [
+    "My order has not arrived yet. What should I do?",
+    "Can I cancel my contract early?",
+]
+
+
+@pytest.fixture(scope="module")
+def client(live_gateway: LiveGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key=live_gateway.keys["acme"],
+                         max_retries=0, timeout=120)
+
+
+def ask(client: openai.OpenAI, model: str, prompt: str, **kw) -> str:
+    r = client.chat.completions.create(
+        model=model, temperature=0, max_tokens=80,
+        messages=[{"role": "user", "content": prompt}], **kw,
+    )
+    return r.choices[0].message.content or ""
+
+
+def test_models_list(client, live_gateway, validate_schema):
+    models = {m.id: m for m in client.models.list()}
+    assert set(models) == {"tunegate-demo-base", "support", "legal", "extract"}
+    assert models["legal"].model_extra["parent"] == "tunegate-demo-base"
+    raw = httpx.get(f"{live_gateway.url}/v1/models", headers=live_gateway.headers("narrow"))
+    validate_schema("ListModelsResponse", raw.json())
+    assert {m["id"] for m in raw.json()["data"]} == {"tunegate-demo-base", "legal"}
+
+
+def test_chat_non_streamed_is_schema_valid(live_gateway, validate_schema):
+    r = httpx.post(
+        f"{live_gateway.url}/v1/chat/completions", headers=live_gateway.headers(), timeout=120,
+        json={"model": "support", "temperature": 0, "max_tokens": 40, "seed": 1, "user": "u",
+              "messages": [{"role": "system", "content": "Be brief."},
+                           {"role": "user", "content": PROMPTS[0]}],
+              "unknown_field": True},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    validate_schema("CreateChatCompletionResponse", body)
+    assert body["model"] == "support" and body["choices"][0]["message"]["content"]
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 5 and 0 < usage["completion_tokens"] <= 40
+
+
+@pytest.mark.parametrize("model", ["tunegate-demo-base", "support", "legal", "extract"])
+def test_streamed_text_equals_non_streamed(client, live_gateway, validate_schema, model):
+    whole = ask(client, model, PROMPTS[1])
+    stream = client.chat.completions.create(
+        model=model, temperature=0, max_tokens=80, stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": PROMPTS[1]}],
+    )
+    parts, finish, usage = [], None, None
+    for chunk in stream:
+        validate_schema("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    assert "".join(parts) == whole
+    assert finish in ("stop", "length")
+    assert usage is not None and usage.completion_tokens > 0
+
+
+def test_completions_streamed_and_not(client, live_gateway, validate_schema):
+    r = httpx.post(
+        f"{live_gateway.url}/v1/completions", headers=live_gateway.headers(), timeout=120,
+        json={"model": "tunegate-demo-base", "prompt": "The weather today", "max_tokens": 16,
+              "temperature": 0},
+    )
+    assert r.status_code == 200, r.text
+    validate_schema("CreateCompletionResponse", r.json())
+    text = r.json()["choices"][0]["text"]
+    assert text and r.json()["usage"]["completion_tokens"] <= 16
+    streamed = client.completions.create(model="tunegate-demo-base", prompt="The weather today",
+                                         max_tokens=16, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == text
+
+
+def test_each_tune_answers_in_its_trained_style(client):
+    for prompt in PROMPTS:
+        base = ask(client, "tunegate-demo-base", prompt)
+        support = ask(client, "support", prompt)
+        legal = ask(client, "legal", prompt)
+        extract = ask(client, "extract", prompt)
+        assert len({base, support, legal, extract}) == 4, (base, support, legal, extract)
+        assert support.startswith("Thanks for reaching out!"), support
+        assert "not legal advice" in legal, legal
+        assert "Thanks for reaching out" not in legal and "not legal advice" not in support
+        parsed = json.loads(extract)
+        assert set(parsed) == {"intent", "sentiment", "urgent"}, extract
+        assert "Thanks for reaching out" not in base and "not legal advice" not in base
+    assert ask(client, "default", PROMPTS[0]) == ask(client, "support", PROMPTS[0])
+
+
+def test_unknown_and_forbidden_models(live_gateway, validate_schema):
+    narrow = openai.OpenAI(base_url=f"{live_gateway.url}/v1", max_retries=0,
+                           api_key=live_gateway.keys["narrow"])
+    for model in ("no-such-tune", "support"):
+        with pytest.raises(openai.NotFoundError) as info:
+            ask(narrow, model, "hi")
+        body = info.value.response.json()
+        validate_schema("ErrorResponse", body)
+        assert body["error"]["code"] == "model_not_found"
+    assert ask(narrow, "legal", PROMPTS[1])
+
+
+@pytest.mark.parametrize("key", ["tg-wrong", None])
+def test_wrong_and_missing_keys(live_gateway, validate_schema, key):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
+                         ("POST", "/v1/completions"), ("POST", "/admin/tunes/legal/load")):
+        r = httpx.request(method, f"{live_gateway.url}{path}", headers=headers, json={})
+        assert r.status_code == 401, (path, r.text)
+        validate_schema("ErrorResponse", r.json())
+    client = openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key=key or "", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+def test_malformed_json_and_out_of_range_parameters(client, live_gateway, validate_schema):
+    r = httpx.post(f"{live_gateway.url}/v1/chat/completions", content=b'{"model": "support",',
+                   headers={**live_gateway.headers(), "content-type": "application/json"})
+    assert r.status_code == 400
+    validate_schema("ErrorResponse", r.json())
+    assert r.json()["error"]["code"] == "invalid_json"
+    cases = [({"temperature": 5}, "temperature"), ({"top_p": 2}, "top_p"),
+             ({"max_tokens": 0}, "max_tokens"), ({"n": 3}, "n"),
+             ({"max_tokens": 100000}, "max_tokens")]
+    for extra, param in cases:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model="support", messages=[{"role": "user", "content": "hi"}], **extra
+            )
+        body = info.value.response.json()
+        validate_schema("ErrorResponse", body)
+        assert body["error"]["param"] == param
+    long_prompt = "word " * 2000
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, "support", long_prompt)
+    assert info.value.response.json()["error"]["code"] == "context_length_exceeded"
+    big = httpx.post(f"{live_gateway.url}/v1/chat/completions", headers=live_gateway.headers(),
+                     json={"model": "support", "messages": [{"role": "user",
+                                                             "content": "x" * 70000}]})
+    assert big.status_code == 413
+    validate_schema("ErrorResponse", big.json())
+    assert ask(client, "support", PROMPTS[0])  # the engine still serves
+
+
+def test_runtime_tune_load_without_restart(client, live_gateway):
+    admin = {"Authorization": f"Bearer {live_gateway.admin_token}"}
+    late = live_gateway.tunes_dir / "late"
+    late.mkdir(exist_ok=True)
+    legal_manifest = (live_gateway.tunes_dir / "legal" / "tune.yaml").read_text()
+    (late / "tune.yaml").write_text(legal_manifest.replace("name: legal", "name: late"))
+    r = httpx.post(f"{live_gateway.url}/admin/tunes/late/load", headers=admin, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["loaded"] is True and r.json()["already_loaded"] is False
+    r = httpx.post(f"{live_gateway.url}/admin/tunes/late/load", headers=admin, timeout=60)
+    assert r.json()["already_loaded"] is True
+    # A tenant key never reaches the admin API.
+    r = httpx.post(f"{live_gateway.url}/admin/tunes/late/load", headers=live_gateway.headers())
+    assert r.status_code == 401
+    # A tune whose weights are missing is refused clearly; the engine keeps serving.
+    broken = live_gateway.tunes_dir / "broken"
+    broken.mkdir(exist_ok=True)
+    (broken / "tune.yaml").write_text(
+        "name: broken\nbase_model: tunegate-demo-base\nadapter_path: nowhere\nrank: 8\n")
+    r = httpx.post(f"{live_gateway.url}/admin/tunes/broken/load", headers=admin, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "adapter_load_failed"
+    assert "nowhere" not in r.text
+    assert ask(client, "legal", PROMPTS[1])
+
+
+def test_client_disconnect_mid_stream(live_gateway, client):
+    with httpx.stream(
+        "POST", f"{live_gateway.url}/v1/chat/completions", headers=live_gateway.headers(),
+        json={"model": "support", "stream": True, "max_tokens": 200, "temperature": 1.0,
+              "messages": [{"role": "user", "content": PROMPTS[0]}]}, timeout=60,
+    ) as r:
+        assert r.status_code == 200
+        for _ in r.iter_raw():
+            break  # hang up after the first chunk
+    assert ask(client, "support", PROMPTS[0])
+    metrics = httpx.get(f"{live_gateway.url}/metrics").text
+    assert 'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="support"}' \
+        in metrics
+
+
+def test_health_ready_and_metrics(live_gateway):
+    assert httpx.get(f"{live_gateway.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{live_gateway.url}/readyz").status_code == 200
+    text = httpx.get(f"{live_gateway.url}/metrics").text
+    assert "tunegate_engine_ready 1.0" in text
+    assert 'tunegate_tokens_total{kind="completion",tenant="acme",tune="legal"}' in text
+    for key in live_gateway.keys.values():
+        assert key not in text
+    assert live_gateway.keys["acme"] not in live_gateway.log_path.read_text(errors="replace")
