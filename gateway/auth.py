@@ -5,20 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
-
 from gateway.errors import AuthenticationError
-from gateway.tenants import Tenant, TenantDirectory
 
-__all__ = ["Principal", "authenticate", "bearer_token", "check_admin", "hash_key", "new_key"]
+__all__ = ["bearer_token", "check_admin", "hash_key", "new_key"]
 
 KEY_PREFIX = "tg-"
 
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    tenant: Tenant
-    key_id: str
 
 
 def hash_key(key: str) -> str:
@@ -44,14 +36,6 @@ def bearer_token(header: str | None) -> str:
         raise AuthenticationError("The Authorization header must be `Bearer YOUR_KEY`.")
     return token
 
-
-def authenticate(directory: TenantDirectory, header: str | None) -> Principal:
-    """Resolve the caller's key to a principal; the same error for every unknown key."""
-    record = directory.keys.get(hash_key(bearer_token(header)))
-    tenant = directory.tenants.get(record.tenant) if record else None
-    if record is None or tenant is None:
-        raise AuthenticationError("Incorrect API key provided.")
-    return Principal(tenant=tenant, key_id=record.key_id)
 
 
 def check_admin(expected: str | None, header: str | None) -> None:

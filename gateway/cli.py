@@ -65,17 +65,17 @@ def _hash_key(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from gateway.catalogue import TuneCatalogue
     from gateway.settings import Settings
-    from gateway.tenants import TenantDirectory
+    from gateway.policy import load_policy
     from gateway.yamlconfig import ConfigError
 
     settings = Settings()
     try:
         catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
-        tenants = TenantDirectory.load(settings.policies_dir, set(catalogue.names()))
+        policy = load_policy(settings.policies_dir, set(catalogue.names()))
     except ConfigError as exc:
         print(f"tunegate: {exc}", file=sys.stderr)
         return 2
-    print(f"ok: {len(catalogue)} tunes, {len(tenants.tenants)} tenants")
+    print(f"ok: {len(catalogue)} tunes, {len(policy.tenants)} tenants")
     return 0
 
 

@@ -1,18 +1,19 @@
-"""The request pipeline: authenticate, resolve the tune, prepare the engine request, generate."""
+"""The request pipeline: authenticate, apply policy, resolve the tune, admit, generate."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from gateway.auth import Principal, authenticate
 from gateway.catalogue import Tune, TuneCatalogue
 from gateway.engine import Adapter, Engine, EngineRequest, Output
 from gateway.errors import ContextLengthError, EngineUnavailableError, ModelNotFoundError
+from gateway.limits import Admission, Limiter
 from gateway.observability import Metrics
-from gateway.tenants import TenantDirectory
+from gateway.policy_checks import check_request
+from gateway.shared_state import Principal, SharedState
 
 __all__ = ["Completion", "Gateway", "Resolved", "Sampling", "adapter_of"]
 
@@ -58,10 +59,16 @@ class Gateway:
     """Everything a route needs, built once by the app factory and passed down."""
 
     def __init__(
-        self, catalogue: TuneCatalogue, tenants: TenantDirectory, engine: Engine, metrics: Metrics
+        self,
+        catalogue: TuneCatalogue,
+        state: SharedState,
+        limiter: Limiter,
+        engine: Engine,
+        metrics: Metrics,
     ) -> None:
         self.catalogue = catalogue
-        self.tenants = tenants
+        self.state = state
+        self.limiter = limiter
         self.engine = engine
         self.metrics = metrics
         self.base_model = catalogue.base_model
@@ -76,19 +83,31 @@ class Gateway:
         finally:
             self.metrics.stage_duration.labels(name).observe(time.perf_counter() - start)
 
-    def authenticate(self, header: str | None) -> Principal:
+    async def authenticate(self, header: str | None) -> Principal:
         with self.stage("auth"):
-            return authenticate(self.tenants, header)
+            return await self.state.authenticate(header)
 
-    def resolve(self, principal: Principal, model: str) -> Resolved:
+    def check_policy(
+        self, principal: Principal, fields_set: Iterable[str], texts: list[str], field: str
+    ) -> None:
+        with self.stage("policy"):
+            try:
+                check_request(principal.tenant, fields_set, texts, field)
+            except Exception as exc:
+                self.metrics.policy_denials.labels(principal.tenant.name,
+                                                   getattr(exc, "code", None) or "other").inc()
+                raise
+
+    async def resolve(self, principal: Principal, model: str) -> Resolved:
         """Model name -> base or tune; forbidden and unknown look the same (404)."""
         with self.stage("resolve"):
+            tenant = principal.tenant
             name = model
             if model == DEFAULT_MODEL:
-                name = principal.tenant.default_tune or self.base_model
+                name = await self.state.binding(tenant) or self.base_model
             if name == self.base_model:
                 return Resolved(self.base_model, None)
-            tune = self.catalogue.get(name) if name in principal.tenant.tunes else None
+            tune = self.catalogue.get(name) if name in tenant.tunes else None
             if tune is None:
                 raise ModelNotFoundError(model)
             return Resolved(tune.name, tune)
@@ -104,42 +123,42 @@ class Gateway:
                 "The engine is not ready yet; try again shortly.", headers={"Retry-After": "5"}
             )
 
-    def prepare_chat(
-        self, request_id: str, resolved: Resolved, messages: list[dict[str, str]], s: Sampling
-    ) -> EngineRequest:
+    def prepare_chat(self, request_id: str, principal: Principal, resolved: Resolved,
+                     messages: list[dict[str, str]], s: Sampling) -> EngineRequest:
         self._check_ready()
         with self.stage("prepare"):
             ids = self.engine.render_chat(messages)
-            return self._engine_request(request_id, resolved, ids, s, "messages")
+            return self._engine_request(request_id, principal, resolved, ids, s, "messages")
 
-    def prepare_completion(
-        self, request_id: str, resolved: Resolved, prompt: str, s: Sampling
-    ) -> EngineRequest:
+    def prepare_completion(self, request_id: str, principal: Principal, resolved: Resolved,
+                           prompt: str, s: Sampling) -> EngineRequest:
         self._check_ready()
         with self.stage("prepare"):
             ids = self.engine.encode(prompt)
-            return self._engine_request(request_id, resolved, ids, s, "prompt")
+            return self._engine_request(request_id, principal, resolved, ids, s, "prompt")
 
-    def _engine_request(
-        self, request_id: str, resolved: Resolved, ids: list[int], s: Sampling, field: str
-    ) -> EngineRequest:
+    def _engine_request(self, request_id: str, principal: Principal, resolved: Resolved,
+                        ids: list[int], s: Sampling, field: str) -> EngineRequest:
         limit = self.engine.max_model_len
+        limits = principal.tenant.limits
         if not ids:
             raise ContextLengthError("The prompt is empty.", param=field, code="empty_prompt")
+        if limits.max_prompt_tokens is not None and len(ids) > limits.max_prompt_tokens:
+            raise ContextLengthError(
+                f"The prompt has {len(ids)} tokens; this tenant's limit is "
+                f"{limits.max_prompt_tokens}.", param=field, code="prompt_too_long")
         if len(ids) >= limit:
             raise ContextLengthError(
                 f"This model's maximum context length is {limit} tokens. "
-                f"Your prompt has {len(ids)} tokens.",
-                param=field,
-            )
+                f"Your prompt has {len(ids)} tokens.", param=field)
         budget = s.max_tokens if s.max_tokens is not None else limit - len(ids)
+        if limits.max_tokens is not None:
+            budget = min(budget, limits.max_tokens)  # the tenant's cap clamps the request
         if len(ids) + budget > limit:
             raise ContextLengthError(
                 f"This model's maximum context length is {limit} tokens. You requested "
                 f"{len(ids) + budget} tokens ({len(ids)} in the prompt, {budget} for the "
-                "completion). Reduce the prompt or max_tokens.",
-                param="max_tokens",
-            )
+                "completion). Reduce the prompt or max_tokens.", param="max_tokens")
         return EngineRequest(
             request_id=request_id,
             prompt_token_ids=ids,
@@ -152,6 +171,11 @@ class Gateway:
             frequency_penalty=s.frequency_penalty or 0.0,
             adapter=adapter_of(resolved.tune) if resolved.tune else None,
         )
+
+    async def admit(self, principal: Principal, request: EngineRequest) -> Admission:
+        with self.stage("admit"):
+            tokens = len(request.prompt_token_ids) + request.max_tokens
+            return await self.limiter.admit(principal.tenant, tokens)
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
         if request.adapter is not None:
@@ -167,9 +191,8 @@ class Gateway:
             last = out
         if last is None or last.finish_reason is None:
             raise EngineUnavailableError("The engine ended the request without an answer.")
-        return Completion(
-            "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
-        )
+        return Completion("".join(parts), last.finish_reason, last.prompt_tokens,
+                          last.completion_tokens)
 
     async def load_adapter(self, adapter: Adapter) -> None:
         with self.stage("adapter_load"):

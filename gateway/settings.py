@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,4 +42,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_level: str = "info"
+    redis_url: SecretStr | None = None
+    redis_prefix: str = "tg:"
+    store_timeout_s: float = Field(0.25, gt=0)
+    rate_limit_fallback: Literal["fail_closed", "local"] = "fail_closed"
+    replicas: int = Field(1, ge=1, description="gateway replicas sharing Redis (local fallback)")
+    slot_lease_s: float = Field(600.0, gt=0, description="a crashed request's slot frees after")
+    version_check_s: float = Field(2.0, gt=0)
     engine: EngineSettings = EngineSettings()

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "load_yaml_model"]
+__all__ = ["ConfigError", "field_line", "load_yaml_model"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,3 +68,11 @@ def load_yaml_model(path: Path, model: type[M], *, context: dict[str, Any] | Non
         loc = tuple(err["loc"])
         field = ".".join(str(p) for p in loc) or None
         raise ConfigError(path, err["msg"], field=field, line=_line_of(node, loc)) from None
+
+
+def field_line(path: Path, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of a field in a YAML file already known to parse."""
+    try:
+        return _line_of(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader), loc)
+    except (OSError, yaml.YAMLError):
+        return None

@@ -53,3 +53,16 @@ def validate_schema(openapi_spec: dict[str, Any]) -> Callable[[str, Any], None]:
         )
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server for the whole session (tests that restart it restart it again)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,16 +9,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from gateway.api.admin_routes import router as admin_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.openai_routes import router as openai_router
 from gateway.api.ops_routes import router as ops_router
 from gateway.catalogue import TuneCatalogue
 from gateway.engine import Engine
+from gateway.limits import Limiter
 from gateway.observability import Metrics
+from gateway.policy import PolicySet, load_policy
 from gateway.service import Gateway, adapter_of
 from gateway.settings import Settings
-from gateway.tenants import TenantDirectory
+from gateway.shared_state import SharedState
+from gateway.store import Store
 
 __all__ = ["create_app"]
 
@@ -31,42 +35,71 @@ def _default_engine(settings: Settings) -> Engine:
     return VLLMEngine(settings.engine)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+def _default_store(settings: Settings) -> Store:
+    if settings.redis_url is None:
+        from gateway.store.memory import MemoryStore
+
+        return MemoryStore()
+    from gateway.store.redis_store import RedisStore
+
+    return RedisStore(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix,
+                      op_timeout_s=settings.store_timeout_s)
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, store: Store | None = None
+) -> FastAPI:
     """Build the gateway app. Config files are validated here, so a bad file fails fast."""
     catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
-    tenants = TenantDirectory.load(settings.policies_dir, set(catalogue.names()))
-    gateway = Gateway(catalogue, tenants, engine or _default_engine(settings), Metrics())
+
+    def reload_policy() -> PolicySet:
+        return load_policy(settings.policies_dir, set(catalogue.names()))
+
+    metrics = Metrics()
+
+    def fallback(op: str, decision: str) -> None:
+        metrics.store_fallbacks.labels(op, decision).inc()
+
+    store = store or _default_store(settings)
+    state = SharedState(reload_policy(), store, version_check_s=settings.version_check_s,
+                        on_fallback=fallback, reload_policy=reload_policy)
+    limiter = Limiter(store, mode=settings.rate_limit_fallback, replicas=settings.replicas,
+                      lease_s=settings.slot_lease_s, on_fallback=fallback,
+                      on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc())
+    gateway = Gateway(catalogue, state, limiter, engine or _default_engine(settings), metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warm = [
-            adapter_of(t) for t in catalogue if (t.adapter_path / "adapter_config.json").is_file()
-        ]
+        warm = [adapter_of(t) for t in catalogue
+                if (t.adapter_path / "adapter_config.json").is_file()]
 
-        async def start() -> None:
+        async def start_engine() -> None:
             try:
                 await gateway.engine.start(warm)
             except Exception as exc:
                 gateway.engine_failure = type(exc).__name__
                 log.exception("engine failed to start")
 
-        task = asyncio.create_task(start())
+        await state.start()
+        task = asyncio.create_task(start_engine())
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+            await state.stop()
             await gateway.engine.stop()
+            await store.close()
 
-    app = FastAPI(
-        title="Tunegate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
-    )
+    app = FastAPI(title="Tunegate", version="0.1.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.gateway = gateway
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(ops_router)
+    app.include_router(admin_router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -20,6 +20,7 @@ from gateway.api.tracker import Tracker
 from gateway.api.wire import ChatRequest, CompletionRequest
 from gateway.engine import EngineRequest, Output
 from gateway.errors import GatewayError
+from gateway.limits import Admission
 from gateway.service import Gateway, Resolved, Sampling
 
 __all__ = ["router"]
@@ -42,8 +43,8 @@ def _parse(model: type[M], body: bytes) -> M:
         raise validation_error(exc) from None
 
 
-def _json(payload: dict[str, Any], status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+def _json(payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
 def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
@@ -61,7 +62,7 @@ def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     gw = _gateway(request)
-    principal = gw.authenticate(request.headers.get("authorization"))
+    principal = await gw.authenticate(request.headers.get("authorization"))
     return _json(render.models_body(gw.visible_models(principal), gw.created))
 
 
@@ -70,22 +71,25 @@ async def chat_completions(request: Request) -> Response:
     gw = _gateway(request)
     t = Tracker(gw, "chat")
     try:
-        principal = gw.authenticate(request.headers.get("authorization"))
+        principal = await gw.authenticate(request.headers.get("authorization"))
         t.tenant = principal.tenant.name
         body = _parse(ChatRequest, await request.body())
-        resolved = gw.resolve(principal, body.model)
-        t.tune = resolved.label
-        rid = f"chatcmpl-{uuid.uuid4().hex}"
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-        ereq = gw.prepare_chat(rid, resolved, messages, _sampling(body))
+        gw.check_policy(principal, body.model_fields_set,
+                        [m["content"] for m in messages], "messages")
+        resolved = await gw.resolve(principal, body.model)
+        t.tune = resolved.label
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
+        admission = await gw.admit(principal, ereq)
     except GatewayError as exc:
         t.done(exc.status)
         raise
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _answer(request, gw, t, ereq, resolved, body.stream, usage, chat=True)
+    return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage, chat=True)
 
 
 @router.post("/v1/completions")
@@ -93,58 +97,75 @@ async def completions(request: Request) -> Response:
     gw = _gateway(request)
     t = Tracker(gw, "completions")
     try:
-        principal = gw.authenticate(request.headers.get("authorization"))
+        principal = await gw.authenticate(request.headers.get("authorization"))
         t.tenant = principal.tenant.name
         body = _parse(CompletionRequest, await request.body())
-        resolved = gw.resolve(principal, body.model)
+        gw.check_policy(principal, body.model_fields_set, [body.prompt_text()], "prompt")
+        resolved = await gw.resolve(principal, body.model)
         t.tune = resolved.label
         rid = f"cmpl-{uuid.uuid4().hex}"
-        ereq = gw.prepare_completion(rid, resolved, body.prompt_text(), _sampling(body))
+        ereq = gw.prepare_completion(rid, principal, resolved, body.prompt_text(),
+                                     _sampling(body))
+        admission = await gw.admit(principal, ereq)
     except GatewayError as exc:
         t.done(exc.status)
         raise
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _answer(request, gw, t, ereq, resolved, body.stream, usage, chat=False)
+    return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage,
+                         chat=False)
 
 
 async def _answer(
-    request: Request,
-    gw: Gateway,
-    t: Tracker,
-    ereq: EngineRequest,
-    resolved: Resolved,
-    stream: bool,
-    include_usage: bool,
-    *,
-    chat: bool,
+    request: Request, gw: Gateway, t: Tracker, admission: Admission, ereq: EngineRequest,
+    resolved: Resolved, stream: bool, include_usage: bool, *, chat: bool,
 ) -> Response:
     created = int(time.time())
     try:
         if not stream:
             c = await until_disconnect(request.receive, gw.complete(ereq))
+            await admission.finish(c.prompt_tokens + c.completion_tokens)
             t.first_token()
             t.tokens(c.prompt_tokens, c.completion_tokens)
             t.done(200)
             make = render.chat_body if chat else render.completion_body
-            return _json(make(ereq.request_id, created, resolved.model, c))
+            return _json(make(ereq.request_id, created, resolved.model, c), admission.headers)
         outputs = gw.stream(ereq).__aiter__()
         # Wait for the first output before sending headers, so early failures get a status.
         first = await until_disconnect(request.receive, outputs.__anext__())
     except ClientDisconnected:
+        await admission.finish(None)
         t.done(CLIENT_CLOSED)
         return Response(status_code=CLIENT_CLOSED)
-    except GatewayError as exc:
-        t.done(exc.status)
+    except BaseException as exc:
+        await admission.finish(None)
+        if isinstance(exc, GatewayError):
+            t.done(exc.status)
+            exc.headers = {**admission.headers, **exc.headers}
         raise
     t.first_token()
-    events = _events(
-        t, outputs, first, ereq.request_id, created, resolved.model, include_usage, chat
-    )
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    events = _events(t, admission, outputs, first, ereq.request_id, created, resolved.model,
+                     include_usage, chat)
+    return _AdmittedStream(admission, events, media_type="text/event-stream",
+                           headers={**SSE_HEADERS, **admission.headers})
+
+
+class _AdmittedStream(StreamingResponse):
+    """Releases the admission however the response ends, even if the stream never started."""
+
+    def __init__(self, admission: Admission, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.admission = admission
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.admission.finish(None)
 
 
 async def _events(
     t: Tracker,
+    admission: Admission,
     outputs: AsyncIterator[Output],
     first: Output,
     rid: str,
@@ -195,5 +216,6 @@ async def _events(
         status = CLIENT_CLOSED
         raise
     finally:
+        await admission.finish(last.prompt_tokens + last.completion_tokens)
         t.tokens(last.prompt_tokens, last.completion_tokens)
         t.done(status)

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.catalogue import TuneCatalogue, adapter_id
 from gateway.settings import Settings
-from gateway.tenants import TenantDirectory
+from gateway.policy import load_policy
 from gateway.yamlconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def test_settings_reject_bad_values(monkeypatch):
 def test_repository_catalogue_and_policies_are_valid():
     catalogue = TuneCatalogue.load(ROOT / "tunes", "tunegate-demo-base")
     assert catalogue.names() == ["extract", "legal", "support"]
-    tenants = TenantDirectory.load(ROOT / "policies", set(catalogue.names()))
+    tenants = load_policy(ROOT / "policies", set(catalogue.names()))
     assert tenants.tenants["demo"].default_tune == "support"
 
 
@@ -106,7 +106,7 @@ def policy(tmp_path: Path, body: str) -> Path:
 def test_bad_policies_are_refused_clearly(tmp_path, body, field, fragment):
     root = policy(tmp_path, body)
     with pytest.raises(ConfigError) as info:
-        TenantDirectory.load(root, {"x"})
+        load_policy(root, {"x"})
     assert info.value.field == field and fragment in str(info.value)
     assert str(root / "tenants.yaml") in str(info.value)
 
@@ -114,10 +114,10 @@ def test_bad_policies_are_refused_clearly(tmp_path, body, field, fragment):
 def test_bad_policy_error_has_line(tmp_path):
     root = policy(tmp_path, "tenants:\n  - name: a\n    keys:\n      - id: k\n        sha256: nope\n")
     with pytest.raises(ConfigError) as info:
-        TenantDirectory.load(root)
+        load_policy(root)
     assert info.value.line == 5
 
 
 def test_missing_policy_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read file"):
-        TenantDirectory.load(tmp_path)
+        load_policy(tmp_path)

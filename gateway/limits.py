@@ -1,0 +1,167 @@
+"""Admission: concurrency slots and request/token rate limits, with OpenAI's rate-limit headers.
+
+When the shared store cannot answer, `fail_closed` refuses with 503 and `local` falls back to
+per-replica limits (each limit divided by the replica count). Every fallback is counted.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.errors import ClientError, ServerError
+from gateway.policy import EffectiveLimits, Tenant
+from gateway.store import RateDecision, Store, StoreUnavailable
+from gateway.store.memory import MemoryStore
+
+__all__ = ["Admission", "Limiter", "RateLimitError", "rate_headers"]
+
+FallbackMode = Literal["fail_closed", "local"]
+
+
+class RateLimitError(ClientError):
+    status = 429
+    type = "rate_limit_error"
+
+
+class LimiterDownError(ServerError):
+    status = 503
+    type = "service_unavailable_error"
+    default_code = "rate_limiter_unavailable"
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: `1s`, `250ms`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+def rate_headers(d: RateDecision) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if d.limit_requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(d.limit_requests)
+        headers["x-ratelimit-remaining-requests"] = str(d.remaining_requests)
+        headers["x-ratelimit-reset-requests"] = _duration(d.reset_requests_s)
+    if d.limit_tokens is not None:
+        headers["x-ratelimit-limit-tokens"] = str(d.limit_tokens)
+        headers["x-ratelimit-remaining-tokens"] = str(d.remaining_tokens)
+        headers["x-ratelimit-reset-tokens"] = _duration(d.reset_tokens_s)
+    return headers
+
+
+@dataclass
+class Admission:
+    """An admitted request: its headers, its reservation, and how to give back what it held."""
+
+    limiter: Limiter
+    tenant: Tenant
+    store: Store
+    reserved_tokens: int
+    slot: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    _closed: bool = False
+
+    async def finish(self, used_tokens: int | None) -> None:
+        """Release the slot and refund unused reserved tokens; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        tpm = self.limiter.effective(self.tenant.limits, self.store).tokens_per_minute
+        try:
+            if self.slot is not None:
+                await self.store.release_slot(self.tenant.name, self.slot)
+            refund = self.reserved_tokens - (used_tokens if used_tokens is not None else 0)
+            if tpm is not None and refund > 0:
+                await self.store.refund_tokens(self.tenant.name, tpm, refund)
+        except StoreUnavailable:
+            self.limiter.on_fallback("release", "lease_expiry")
+
+
+class Limiter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        mode: FallbackMode = "fail_closed",
+        replicas: int = 1,
+        lease_s: float = 600.0,
+        on_fallback: Callable[[str, str], None] = lambda op, decision: None,
+        on_reject: Callable[[str, str], None] = lambda tenant, reason: None,
+    ) -> None:
+        self.store = store
+        self.mode = mode
+        self.replicas = max(1, replicas)
+        self.lease_s = lease_s
+        self.on_fallback = on_fallback
+        self.on_reject = on_reject
+        self.local = MemoryStore()
+
+    def effective(self, limits: EffectiveLimits, store: Store) -> EffectiveLimits:
+        if store is self.store or self.replicas == 1:
+            return limits
+
+        def share(v: int | None) -> int | None:
+            return None if v is None else max(1, math.ceil(v / self.replicas))
+
+        return EffectiveLimits(share(limits.requests_per_minute), share(limits.tokens_per_minute),
+                               share(limits.max_concurrent), limits.max_tokens,
+                               limits.max_prompt_tokens)
+
+    async def admit(self, tenant: Tenant, tokens: int) -> Admission:
+        try:
+            return await self._admit(self.store, tenant, tokens)
+        except StoreUnavailable:
+            if self.mode == "fail_closed":
+                self.on_fallback("rate_limit", "fail_closed")
+                raise LimiterDownError("Rate limiting is unavailable; try again shortly.",
+                                       headers={"Retry-After": "1"}) from None
+            self.on_fallback("rate_limit", "local")
+            return await self._admit(self.local, tenant, tokens)
+
+    async def _admit(self, store: Store, tenant: Tenant, tokens: int) -> Admission:
+        limits = self.effective(tenant.limits, store)
+        slot = None
+        if limits.max_concurrent is not None:
+            slot = uuid.uuid4().hex
+            if not await store.acquire_slot(tenant.name, limits.max_concurrent, slot,
+                                            self.lease_s):
+                self.on_reject(tenant.name, "concurrency")
+                raise RateLimitError(
+                    f"Too many concurrent requests for tenant `{tenant.name}` (limit "
+                    f"{limits.max_concurrent}). Retry when a request finishes.",
+                    code="concurrency_limit_exceeded", headers={"Retry-After": "1"})
+        rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+        if tpm is not None and tokens > tpm:
+            if slot is not None:
+                await store.release_slot(tenant.name, slot)
+            raise ClientError(
+                f"This request needs {tokens} tokens (prompt + max_tokens), more than the "
+                f"tenant's limit of {tpm} tokens per minute. Lower max_tokens.",
+                param="max_tokens", code="tokens_exceed_limit")
+        if rpm is None and tpm is None:
+            return Admission(self, tenant, store, 0, slot)
+        try:
+            decision = await store.take(tenant.name, rpm, tpm, tokens if tpm else 0)
+        except BaseException:
+            if slot is not None:
+                await store.release_slot(tenant.name, slot)
+            raise
+        headers = rate_headers(decision)
+        if not decision.allowed:
+            if slot is not None:
+                await store.release_slot(tenant.name, slot)
+            short_of_requests = rpm is not None and decision.remaining_requests == 0
+            reason = "requests" if short_of_requests else "tokens"
+            self.on_reject(tenant.name, reason)
+            raise RateLimitError(
+                f"Rate limit reached for tenant `{tenant.name}` on {reason} per minute. "
+                f"Retry after {decision.retry_after}s.",
+                code=f"{reason}_rate_limit_exceeded",
+                headers={**headers, "Retry-After": str(decision.retry_after)},
+            )
+        return Admission(self, tenant, store, tokens if tpm else 0, slot, headers)

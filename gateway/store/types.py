@@ -1,0 +1,71 @@
+"""Records kept in a store, and the token-bucket arithmetic both stores share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["BindingChange", "Bucket", "RateDecision", "StoreUnavailable", "StoredKey"]
+
+
+class StoreUnavailable(Exception):
+    """The shared store did not answer in time (down, slow, or restarting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    key_hash: str
+    key_id: str
+    tenant: str
+    created_at: float
+    revoked: bool = False
+    source: str = "api"  # "policy" for keys declared in policies/, "api" for keys made at runtime
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChange:
+    tenant: str
+    from_tune: str | None
+    to_tune: str
+    actor: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float = 0.0
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float = 0.0
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float = 0.0
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds, at least 1, for the Retry-After header."""
+        return max(1, math.ceil(self.retry_after_s))
+
+
+@dataclass(slots=True)
+class Bucket:
+    """A token bucket that refills `capacity` per minute; `level` may be fractional."""
+
+    capacity: int
+    level: float
+    ts: float
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / 60.0
+
+    def refill(self, now: float) -> None:
+        self.level = min(float(self.capacity), self.level + max(0.0, now - self.ts) * self.rate)
+        self.ts = now
+
+    def wait_for(self, cost: float) -> float:
+        return max(0.0, (cost - self.level) / self.rate)
+
+    def reset_s(self) -> float:
+        return (self.capacity - self.level) / self.rate
