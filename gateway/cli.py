@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -97,6 +98,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys.set_defaults(func=_hash_key)
     validate = sub.add_parser("validate", help="validate tunes/ and policies/")
     validate.set_defaults(func=_validate)
+    from gateway.cli_admin import add_admin_commands, run_admin
+
+    add_admin_commands(sub)
+    policy = sub.add_parser("policy", help="validate or reload the policy").add_subparsers(
+        dest="policy_command", required=True)
+    policy.add_parser("validate", help="validate tunes/ and policies/ on disk").set_defaults(
+        func=_validate)
+    reload = policy.add_parser("reload", help="reload the policy on every replica")
+    reload.add_argument("--url", default=os.environ.get(
+        "TUNEGATE_URL", f"http://127.0.0.1:{os.environ.get('TUNEGATE_PORT', '8000')}"))
+    reload.add_argument("--admin-token", default=os.environ.get("TUNEGATE_ADMIN_TOKEN"))
+    reload.set_defaults(func=run_admin, admin_command="policy-reload")
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

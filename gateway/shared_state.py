@@ -58,6 +58,8 @@ class SharedState:
         try:
             await self.seed_keys()
             self._version = await self.store.version()
+            if self._version == 0:  # a fresh store: mark it, so a later flush shows as a drop
+                self._version = await self.store.publish({"kind": "seeded"})
         except StoreUnavailable:
             log.warning("shared store unavailable at start; serving from the policy file")
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
@@ -113,10 +115,11 @@ class SharedState:
             except StoreUnavailable:
                 continue
             if version != self._version:
-                if self._version is not None and version < self._version:
+                if version == 0 or (self._version is not None and version < self._version):
                     # The store lost its state (restart or flush): put the file's keys back.
                     with contextlib.suppress(StoreUnavailable):
                         await self.seed_keys()
+                        version = await self.store.publish({"kind": "seeded"})
                 self._version = version
                 self.invalidate(None)
 

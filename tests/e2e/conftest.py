@@ -1,19 +1,19 @@
-"""A live gateway process on the real vLLM engine (CPU build) and the demo model and tunes.
+"""Live gateway processes on the real vLLM engine (CPU build) and the demo model and tunes.
 
-The demo build is made once (cached in build/demo by its input hash); the gateway process is
-started once per test session on a free loopback port with its own tenants and keys.
+The demo build is made once (cached in build/demo by its input hash); gateway processes are
+started on free loopback ports with their own tenants and keys.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -26,19 +26,31 @@ BUILD = ROOT / "build" / "demo"
 READY_TIMEOUT_S = 300
 
 
-@dataclass(frozen=True)
+@dataclass
 class LiveGateway:
     url: str
     keys: dict[str, str]
     admin_token: str
     tunes_dir: Path
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     def headers(self, tenant: str = "acme") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the `tunegate` CLI against this gateway's admin API."""
+        env = {**os.environ, "TUNEGATE_URL": self.url, "TUNEGATE_ADMIN_TOKEN": self.admin_token,
+               **{k: v for k, v in self.env.items() if k.endswith(("_DIR", "MODEL_PATH"))}}
+        return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
 
 
 def free_port() -> int:
@@ -55,11 +67,11 @@ def demo_build() -> Path:
     return BUILD
 
 
-def _catalogue_copy(dest: Path) -> Path:
+def catalogue_copy(dest: Path) -> Path:
     """The repository's catalogue with absolute adapter paths, in a folder tests may add to."""
     for manifest in sorted((ROOT / "tunes").glob("*/tune.yaml")):
         target = dest / manifest.parent.name
-        target.mkdir(parents=True)
+        target.mkdir(parents=True, exist_ok=True)
         text = manifest.read_text().replace(
             "adapter_path: ../../build/demo", f"adapter_path: {BUILD}"
         )
@@ -67,52 +79,53 @@ def _catalogue_copy(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def live_gateway(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
-    root = tmp_path_factory.mktemp("live")
-    tunes = _catalogue_copy(root / "tunes")
-    keys = {"acme": new_key(), "narrow": new_key()}
-    policies = root / "policies"
-    policies.mkdir()
-    (policies / "tenants.yaml").write_text(
-        "tenants:\n"
+def policy_text(keys: dict[str, str], extra: str = "", default: str = "") -> str:
+    return (
+        default + "tenants:\n"
         f"  - name: acme\n    keys: [{{id: acme-1, sha256: {hash_key(keys['acme'])}}}]\n"
         "    tunes: [support, legal, extract]\n    default_tune: support\n"
         f"  - name: narrow\n    keys: [{{id: narrow-1, sha256: {hash_key(keys['narrow'])}}}]\n"
-        "    tunes: [legal]\n    default_tune: legal\n"
+        "    tunes: [legal]\n    default_tune: legal\n" + extra
     )
+
+
+def write_setup(
+    root: Path, keys: dict[str, str], extra_policy: str = "", default: str = ""
+) -> tuple[Path, Path]:
+    tunes = catalogue_copy(root / "tunes")
+    policies = root / "policies"
+    policies.mkdir(parents=True, exist_ok=True)
+    (policies / "tenants.yaml").write_text(policy_text(keys, extra_policy, default))
+    return tunes, policies
+
+
+@contextmanager
+def gateway_process(
+    root: Path, tunes: Path, policies: Path, keys: dict[str, str], admin: str,
+    extra_env: dict[str, str] | None = None, name: str = "gateway",
+) -> Iterator[LiveGateway]:
     port = free_port()
-    admin = new_key()
     env = {
         **os.environ,
         "TUNEGATE_PORT": str(port),
         "TUNEGATE_TUNES_DIR": str(tunes),
         "TUNEGATE_POLICIES_DIR": str(policies),
         "TUNEGATE_ADMIN_TOKEN": admin,
-        "TUNEGATE_ENGINE__MODEL_PATH": str(demo_build / "base"),
+        "TUNEGATE_ENGINE__MODEL_PATH": str(BUILD / "base"),
         "TUNEGATE_MAX_BODY_BYTES": "65536",
         "VLLM_CPU_KVCACHE_SPACE": "1",
+        **(extra_env or {}),
     }
-    log_path = root / "gateway.log"
+    log_path = root / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    gw = LiveGateway(f"http://127.0.0.1:{port}", keys, admin, tunes, log_path)
+    gw = LiveGateway(f"http://127.0.0.1:{port}", keys, admin, tunes, log_path,
+                     {k: v for k, v in env.items() if k.startswith("TUNEGATE_")})
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gateway exited with {proc.returncode}:\n{gw.log_tail()}")
-            try:
-                if httpx.get(f"{gw.url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gateway not ready after {READY_TIMEOUT_S}s:\n{gw.log_tail()}")
-            time.sleep(0.5)
+        wait_ready(gw, proc)
         yield gw
     finally:
         proc.terminate()
@@ -121,4 +134,27 @@ def live_gateway(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
-        shutil.rmtree(tunes / "late", ignore_errors=True)
+
+
+def wait_ready(gw: LiveGateway, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"gateway exited with {proc.returncode}:\n{gw.log_tail()}")
+        try:
+            if httpx.get(f"{gw.url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"gateway not ready after {READY_TIMEOUT_S}s:\n{gw.log_tail()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def live_gateway(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    root = tmp_path_factory.mktemp("live")
+    keys = {"acme": new_key(), "narrow": new_key()}
+    tunes, policies = write_setup(root, keys)
+    with gateway_process(root, tunes, policies, keys, new_key()) as gw:
+        yield gw

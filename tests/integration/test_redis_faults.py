@@ -1,0 +1,176 @@
+"""Redis down, slow, restarted or flushed, under the real app (engine double, real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.api import create_app
+from gateway.auth import hash_key
+from gateway.store.redis_store import RedisStore
+from tests.api.conftest import ADMIN, KEYS, EchoEngine, auth, write_config
+
+CHAT = {"model": "support", "messages": [{"role": "user", "content": "hello there"}]}
+POLICY = f"""
+default:
+  limits: {{requests_per_minute: 4, max_concurrent: 2}}
+tenants:
+  - name: acme
+    keys: [{{id: acme-1, sha256: {hash_key(KEYS['acme'])}}}]
+    tunes: [support, legal]
+    default_tune: legal
+  - name: narrow
+    keys: [{{id: narrow-1, sha256: {hash_key(KEYS['narrow'])}}}]
+    tunes: [support]
+"""
+
+
+async def make_client(tmp_path, redis_server, **overrides):
+    settings = write_config(tmp_path)
+    (settings.policies_dir / "tenants.yaml").write_text(POLICY)
+    settings = settings.model_copy(update={"version_check_s": 0.2, **overrides})
+    engine = EchoEngine()
+    store = RedisStore(redis_server.url, prefix=f"f{uuid.uuid4().hex[:8]}:", op_timeout_s=0.1)
+    app = create_app(settings, engine=engine, store=store)
+    return app, store, engine
+
+
+@pytest.fixture
+async def fail_closed(tmp_path, redis_server):
+    app, store, engine = await make_client(tmp_path, redis_server)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://gw") as c:
+            yield c, store, engine
+
+
+@pytest.fixture
+async def local(tmp_path, redis_server):
+    app, store, engine = await make_client(tmp_path, redis_server,
+                                           rate_limit_fallback="local", replicas=2)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://gw") as c:
+            yield c, store, engine
+
+
+async def test_redis_down_fails_closed(fail_closed, redis_server, validate_schema):
+    client, store, _ = fail_closed
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth())).status_code \
+        == 200
+    created = await client.post("/admin/tenants/narrow/keys", json={},
+                                headers={"Authorization": f"Bearer {ADMIN}"})
+    unseen = created.json()["key"]
+    redis_server.stop()
+    try:
+        r = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        assert r.status_code == 503 and r.json()["error"]["code"] == "rate_limiter_unavailable"
+        assert r.headers["retry-after"] == "1"
+        validate_schema("ErrorResponse", r.json())
+        r = await client.get("/v1/models", headers={"Authorization": f"Bearer {unseen}"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "state_unavailable"
+        r = await client.get("/v1/models", headers={"Authorization": "Bearer tg-never-seen"})
+        assert r.status_code == 503  # never 200, never 500
+        # The policy file's keys still authenticate; `default` follows the policy binding.
+        r = await client.get("/v1/models", headers=auth("narrow"))
+        assert r.status_code == 200
+        metrics = (await client.get("/metrics")).text
+        for line in ('operation="rate_limit"', 'decision="fail_closed",operation="auth"'):
+            assert line in metrics
+    finally:
+        redis_server.start()
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert r.status_code == 200
+
+
+async def test_local_fallback_divides_limits_by_replicas(local, redis_server):
+    client, _, _ = local
+    redis_server.stop()
+    try:
+        codes = [(await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+                  ).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]  # 4 per minute over 2 replicas = 2 here
+        metrics = (await client.get("/metrics")).text
+        assert ('tunegate_store_fallbacks_total{decision="local",operation="rate_limit"} 3.0'
+                in metrics)
+    finally:
+        redis_server.start()
+
+
+async def test_slow_redis_times_out_quickly(fail_closed, redis_server):
+    client, store, _ = fail_closed
+    r = aioredis.Redis.from_url(redis_server.url)
+    # Block the server for a moment: every operation in that window times out.
+    pause = asyncio.create_task(r.execute_command("DEBUG", "SLEEP", "0.6"))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert resp.status_code == 503 and loop.time() - started < 0.5
+    await pause
+    await r.aclose()
+    resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert resp.status_code == 200
+
+
+async def test_flush_recovers_without_lockout(fail_closed, redis_server):
+    client, store, _ = fail_closed
+    for _ in range(4):
+        await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+            ).status_code == 429
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushall()
+    await r.aclose()
+    resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert resp.status_code == 200  # counters start afresh; the file's key still works
+    await asyncio.sleep(0.5)  # the version check notices and seeds the file's keys again
+    assert await store.get_key(hash_key(KEYS["acme"])) is not None
+
+
+async def test_slots_return_to_zero_under_random_faults(fail_closed):
+    client, store, engine = fail_closed
+    rng = random.Random(7)
+    original = engine.stream
+
+    async def flaky(request):
+        fault = rng.choice(["ok", "ok", "fail_first", "fail_mid", "slow"])
+        if fault == "fail_first":
+            from gateway.errors import EngineUnavailableError
+
+            raise EngineUnavailableError("engine fault")
+        n = 0
+        async for out in original(request):
+            n += 1
+            if fault == "fail_mid" and n == 3:
+                from gateway.errors import EngineUnavailableError
+
+                raise EngineUnavailableError("engine fault mid-stream")
+            if fault == "slow":
+                await asyncio.sleep(0.01)
+            yield out
+
+    engine.stream = flaky
+    limited = {"Authorization": auth()["Authorization"]}
+
+    async def one(i: int) -> int:
+        body = {**CHAT, "stream": rng.random() < 0.5}
+        try:
+            r = await asyncio.wait_for(
+                client.post("/v1/chat/completions", json=body, headers=limited),
+                timeout=rng.choice([0.005, 5.0]))
+            return r.status_code
+        except TimeoutError:
+            return 0  # the client gave up mid-request
+
+    statuses = []
+    for _ in range(10):
+        statuses += await asyncio.gather(*(one(i) for i in range(3)))
+        await asyncio.sleep(0.05)
+        assert await store.slots_in_use("acme") == 0, statuses
+    assert 500 not in statuses
