@@ -240,3 +240,28 @@ async def test_admin_lists_tenants(client):
     assert [t["name"] for t in data] == ["acme", "narrow"]
     assert data[0]["limits"]["requests_per_minute"] == 3 and data[0]["limits"]["max_tokens"] == 8
     assert data[1]["limits"]["requests_per_minute"] == 1000
+
+
+async def test_requests_in_flight_finish_on_the_old_tune(client, engine):
+    gate = asyncio.Event()
+    original = engine.stream
+
+    async def held(request):
+        await gate.wait()
+        async for out in original(request):
+            yield out
+
+    engine.stream = held
+    body = {**CHAT, "model": "default"}
+    before = asyncio.create_task(client.post("/v1/chat/completions", json=body, headers=auth()))
+    await asyncio.sleep(0.05)
+    r = await client.put("/admin/tenants/acme/tune", json={"tune": "support"}, headers=ADMIN_H)
+    assert r.status_code == 200
+    after = asyncio.create_task(client.post("/v1/chat/completions", json=body, headers=auth()))
+    await asyncio.sleep(0.05)
+    gate.set()
+    first, second = await before, await after
+    assert first.json()["model"] == "legal"
+    assert first.json()["choices"][0]["message"]["content"].startswith("[legal]")
+    assert second.json()["model"] == "support"
+    assert second.json()["choices"][0]["message"]["content"].startswith("[support]")
