@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+
 from gateway.errors import AuthenticationError
 
 __all__ = ["bearer_token", "check_admin", "hash_key", "new_key"]
 
 KEY_PREFIX = "tg-"
-
 
 
 def hash_key(key: str) -> str:
@@ -35,7 +35,6 @@ def bearer_token(header: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("The Authorization header must be `Bearer YOUR_KEY`.")
     return token
-
 
 
 def check_admin(expected: str | None, header: str | None) -> None:

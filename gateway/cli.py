@@ -65,8 +65,8 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from gateway.catalogue import TuneCatalogue
-    from gateway.settings import Settings
     from gateway.policy import load_policy
+    from gateway.settings import Settings
     from gateway.yamlconfig import ConfigError
 
     settings = Settings()
@@ -102,12 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_admin_commands(sub)
     policy = sub.add_parser("policy", help="validate or reload the policy").add_subparsers(
-        dest="policy_command", required=True)
+        dest="policy_command", required=True
+    )
     policy.add_parser("validate", help="validate tunes/ and policies/ on disk").set_defaults(
-        func=_validate)
+        func=_validate
+    )
     reload = policy.add_parser("reload", help="reload the policy on every replica")
-    reload.add_argument("--url", default=os.environ.get(
-        "TUNEGATE_URL", f"http://127.0.0.1:{os.environ.get('TUNEGATE_PORT', '8000')}"))
+    reload.add_argument(
+        "--url",
+        default=os.environ.get(
+            "TUNEGATE_URL", f"http://127.0.0.1:{os.environ.get('TUNEGATE_PORT', '8000')}"
+        ),
+    )
     reload.add_argument("--admin-token", default=os.environ.get("TUNEGATE_ADMIN_TOKEN"))
     reload.set_defaults(func=run_admin, admin_command="policy-reload")
     args = parser.parse_args(argv)

@@ -36,9 +36,16 @@ class AdminApi:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-            "X-Tunegate-Actor": getpass.getuser()})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+                "X-Tunegate-Actor": getpass.getuser(),
+            },
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return json.loads(resp.read() or b"null")
@@ -95,9 +102,10 @@ class RedisAdmin:
             if len(parts) == 2:
                 view = await self._tenant(tenant.name)
                 view["keys"] = [vars_key(k) for k in await self.store.list_keys(tenant.name)]
-                view["switches"] = [{"from": c.from_tune, "to": c.to_tune, "actor": c.actor,
-                                     "at": c.at}
-                                    for c in await self.store.binding_history(tenant.name)]
+                view["switches"] = [
+                    {"from": c.from_tune, "to": c.to_tune, "actor": c.actor, "at": c.at}
+                    for c in await self.store.binding_history(tenant.name)
+                ]
                 return view
             if parts[2] == "tune":
                 tune = body["tune"]
@@ -116,8 +124,7 @@ class RedisAdmin:
                 if any(k.key_id == key_id for k in keys):
                     raise CliError(f"400: Tenant `{tenant.name}` already has a key `{key_id}`.")
                 key = new_key()
-                await self.store.put_key(StoredKey(hash_key(key), key_id, tenant.name,
-                                                   time.time()))
+                await self.store.put_key(StoredKey(hash_key(key), key_id, tenant.name, time.time()))
                 return {"id": key_id, "tenant": tenant.name, "key": key}
             match = [k for k in keys if k.key_id == parts[3] and not k.revoked]
             if not match:
@@ -131,14 +138,23 @@ class RedisAdmin:
     async def _tenant(self, name: str) -> dict[str, Any]:
         t = self.policy.tenants[name]
         bound = await self.store.get_binding(name)
-        return {"name": name, "tune": bound if bound in t.tunes else t.default_tune,
-                "default_tune": t.default_tune, "tunes": sorted(t.tunes),
-                "limits": {k: getattr(t.limits, k) for k in t.limits.__slots__}}
+        return {
+            "name": name,
+            "tune": bound if bound in t.tunes else t.default_tune,
+            "default_tune": t.default_tune,
+            "tunes": sorted(t.tunes),
+            "limits": {k: getattr(t.limits, k) for k in t.limits.__slots__},
+        }
 
 
 def vars_key(k: Any) -> dict[str, Any]:
-    return {"id": k.key_id, "tenant": k.tenant, "created_at": k.created_at,
-            "revoked": k.revoked, "source": k.source}
+    return {
+        "id": k.key_id,
+        "tenant": k.tenant,
+        "created_at": k.created_at,
+        "revoked": k.revoked,
+        "source": k.source,
+    }
 
 
 def _client(args: argparse.Namespace) -> AdminApi | RedisAdmin:
@@ -170,12 +186,17 @@ def _run(args: argparse.Namespace) -> int:
         r = api.call("PUT", f"/admin/tenants/{args.tenant}/tune", {"tune": args.tune})
         print(f"tenant {r['tenant']}: {r['from']} -> {r['to']} (by {r['actor']})")
     elif what == "keys-create":
-        r = api.call("POST", f"/admin/tenants/{args.tenant}/keys",
-                     {"id": args.id} if args.id else {})
+        r = api.call(
+            "POST", f"/admin/tenants/{args.tenant}/keys", {"id": args.id} if args.id else {}
+        )
         print(f"key id: {r['id']}\nkey: {r['key']}\n(shown once: only its hash is kept)")
     elif what == "keys-list":
-        print(table(api.call("GET", f"/admin/tenants/{args.tenant}/keys")["data"],
-                    ["id", "source", "revoked", "created_at"]))
+        print(
+            table(
+                api.call("GET", f"/admin/tenants/{args.tenant}/keys")["data"],
+                ["id", "source", "revoked", "created_at"],
+            )
+        )
     elif what == "keys-revoke":
         api.call("DELETE", f"/admin/tenants/{args.tenant}/keys/{args.key_id}")
         print(f"revoked key {args.key_id} of tenant {args.tenant}")
@@ -204,7 +225,8 @@ def add_admin_commands(sub: Any) -> None:
         p.set_defaults(func=run_admin)
 
     tenants = sub.add_parser("tenants", help="list, show and bind tenants").add_subparsers(
-        dest="tenants_command", required=True)
+        dest="tenants_command", required=True
+    )
     p = tenants.add_parser("list")
     common(p)
     p.set_defaults(admin_command="tenants-list")
@@ -219,7 +241,8 @@ def add_admin_commands(sub: Any) -> None:
     p.set_defaults(admin_command="tenants-bind")
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys").add_subparsers(
-        dest="keys_command", required=True)
+        dest="keys_command", required=True
+    )
     p = keys.add_parser("create")
     p.add_argument("tenant")
     p.add_argument("--id", default=None)

@@ -42,8 +42,9 @@ def watch_ready(host: str, port: int, timeout: float = 600.0) -> threading.Threa
     def run() -> None:
         deadline = time.monotonic() + timeout
         url = f"http://{host}:{port}/readyz"
-        print(f"Starting the engine (this takes about half a minute) on {host}:{port} ...",
-              flush=True)
+        print(
+            f"Starting the engine (this takes about half a minute) on {host}:{port} ...", flush=True
+        )
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:

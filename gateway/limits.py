@@ -108,9 +108,13 @@ class Limiter:
         def share(v: int | None) -> int | None:
             return None if v is None else max(1, math.ceil(v / self.replicas))
 
-        return EffectiveLimits(share(limits.requests_per_minute), share(limits.tokens_per_minute),
-                               share(limits.max_concurrent), limits.max_tokens,
-                               limits.max_prompt_tokens)
+        return EffectiveLimits(
+            share(limits.requests_per_minute),
+            share(limits.tokens_per_minute),
+            share(limits.max_concurrent),
+            limits.max_tokens,
+            limits.max_prompt_tokens,
+        )
 
     async def admit(self, tenant: Tenant, tokens: int) -> Admission:
         try:
@@ -118,8 +122,9 @@ class Limiter:
         except StoreUnavailable:
             if self.mode == "fail_closed":
                 self.on_fallback("rate_limit", "fail_closed")
-                raise LimiterDownError("Rate limiting is unavailable; try again shortly.",
-                                       headers={"Retry-After": "1"}) from None
+                raise LimiterDownError(
+                    "Rate limiting is unavailable; try again shortly.", headers={"Retry-After": "1"}
+                ) from None
             self.on_fallback("rate_limit", "local")
             return await self._admit(self.local, tenant, tokens)
 
@@ -128,13 +133,14 @@ class Limiter:
         slot = None
         if limits.max_concurrent is not None:
             slot = uuid.uuid4().hex
-            if not await store.acquire_slot(tenant.name, limits.max_concurrent, slot,
-                                            self.lease_s):
+            if not await store.acquire_slot(tenant.name, limits.max_concurrent, slot, self.lease_s):
                 self.on_reject(tenant.name, "concurrency")
                 raise RateLimitError(
                     f"Too many concurrent requests for tenant `{tenant.name}` (limit "
                     f"{limits.max_concurrent}). Retry when a request finishes.",
-                    code="concurrency_limit_exceeded", headers={"Retry-After": "1"})
+                    code="concurrency_limit_exceeded",
+                    headers={"Retry-After": "1"},
+                )
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         if tpm is not None and tokens > tpm:
             if slot is not None:
@@ -142,7 +148,9 @@ class Limiter:
             raise ClientError(
                 f"This request needs {tokens} tokens (prompt + max_tokens), more than the "
                 f"tenant's limit of {tpm} tokens per minute. Lower max_tokens.",
-                param="max_tokens", code="tokens_exceed_limit")
+                param="max_tokens",
+                code="tokens_exceed_limit",
+            )
         if rpm is None and tpm is None:
             return Admission(self, tenant, store, 0, slot)
         try:

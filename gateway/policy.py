@@ -1,4 +1,4 @@
-"""Tenant policy from `policies/tenants.yaml`: keys (hashes), tunes, limits, parameters, input rules.
+"""Tenant policy from `policies/tenants.yaml`: keys, tunes, limits, parameters, input rules.
 
 A `default` section holds what every tenant inherits; a tenant overrides limits field by field,
 replaces `allowed_parameters` when it sets them, and adds its own deny patterns to the default's.
@@ -26,11 +26,28 @@ __all__ = [
 ]
 
 TENANTS_FILE = "tenants.yaml"
-KNOWN_PARAMETERS = frozenset({
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n", "user",
-    "stream", "stream_options", "presence_penalty", "frequency_penalty", "response_format",
-    "logprobs", "tools", "echo", "best_of", "suffix",
-})
+KNOWN_PARAMETERS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "n",
+        "user",
+        "stream",
+        "stream_options",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "logprobs",
+        "tools",
+        "echo",
+        "best_of",
+        "suffix",
+    }
+)
 
 
 class _Strict(BaseModel):
@@ -165,11 +182,16 @@ def _merge_limits(base: Limits, over: Limits) -> EffectiveLimits:
 
 def _tenant(spec: TenantSpec, defaults: Defaults) -> Tenant:
     rules = [*defaults.input_rules.deny_patterns, *spec.input_rules.deny_patterns]
-    params = spec.allowed_parameters if spec.allowed_parameters is not None else (
-        defaults.allowed_parameters)
-    max_messages = (spec.input_rules.max_messages
-                    if "max_messages" in spec.input_rules.model_fields_set
-                    else defaults.input_rules.max_messages)
+    params = (
+        spec.allowed_parameters
+        if spec.allowed_parameters is not None
+        else (defaults.allowed_parameters)
+    )
+    max_messages = (
+        spec.input_rules.max_messages
+        if "max_messages" in spec.input_rules.model_fields_set
+        else defaults.input_rules.max_messages
+    )
     return Tenant(
         name=spec.name,
         tunes=frozenset(spec.tunes),
@@ -191,9 +213,12 @@ def load_policy(policies_dir: Path, known_tunes: set[str] | None = None) -> Poli
         if known_tunes is not None:
             for j, tune in enumerate(spec.tunes):
                 if tune not in known_tunes:
-                    raise ConfigError(path, f"tune `{tune}` is not in the tune catalogue",
-                                      field=f"tenants.{i}.tunes.{j}",
-                                      line=field_line(path, ("tenants", i, "tunes", j)))
+                    raise ConfigError(
+                        path,
+                        f"tune `{tune}` is not in the tune catalogue",
+                        field=f"tenants.{i}.tunes.{j}",
+                        line=field_line(path, ("tenants", i, "tunes", j)),
+                    )
         tenants[spec.name] = _tenant(spec, policy.default)
         for key in spec.keys:
             keys[key.sha256] = KeyRecord(key_id=key.id, tenant=spec.name)

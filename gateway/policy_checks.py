@@ -23,14 +23,20 @@ def check_request(
             if name not in tenant.allowed_parameters:
                 raise PolicyViolation(
                     f"The parameter `{name}` is not allowed for this tenant.",
-                    param=name, code="parameter_not_allowed")
+                    param=name,
+                    code="parameter_not_allowed",
+                )
     if tenant.max_messages is not None and len(texts) > tenant.max_messages:
         raise PolicyViolation(
             f"Too many messages: {len(texts)} (this tenant's limit is {tenant.max_messages}).",
-            param=field, code="too_many_messages")
+            param=field,
+            code="too_many_messages",
+        )
     for rule_id, pattern in tenant.deny_patterns:
         for text in texts:
             if pattern.search(text):
                 raise PolicyViolation(
                     f"The input was refused by policy rule `{rule_id}`.",
-                    param=field, code="input_rule_violation")
+                    param=field,
+                    code="input_rule_violation",
+                )

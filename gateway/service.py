@@ -94,8 +94,9 @@ class Gateway:
             try:
                 check_request(principal.tenant, fields_set, texts, field)
             except Exception as exc:
-                self.metrics.policy_denials.labels(principal.tenant.name,
-                                                   getattr(exc, "code", None) or "other").inc()
+                self.metrics.policy_denials.labels(
+                    principal.tenant.name, getattr(exc, "code", None) or "other"
+                ).inc()
                 raise
 
     async def resolve(self, principal: Principal, model: str) -> Resolved:
@@ -123,22 +124,36 @@ class Gateway:
                 "The engine is not ready yet; try again shortly.", headers={"Retry-After": "5"}
             )
 
-    def prepare_chat(self, request_id: str, principal: Principal, resolved: Resolved,
-                     messages: list[dict[str, str]], s: Sampling) -> EngineRequest:
+    def prepare_chat(
+        self,
+        request_id: str,
+        principal: Principal,
+        resolved: Resolved,
+        messages: list[dict[str, str]],
+        s: Sampling,
+    ) -> EngineRequest:
         self._check_ready()
         with self.stage("prepare"):
             ids = self.engine.render_chat(messages)
             return self._engine_request(request_id, principal, resolved, ids, s, "messages")
 
-    def prepare_completion(self, request_id: str, principal: Principal, resolved: Resolved,
-                           prompt: str, s: Sampling) -> EngineRequest:
+    def prepare_completion(
+        self, request_id: str, principal: Principal, resolved: Resolved, prompt: str, s: Sampling
+    ) -> EngineRequest:
         self._check_ready()
         with self.stage("prepare"):
             ids = self.engine.encode(prompt)
             return self._engine_request(request_id, principal, resolved, ids, s, "prompt")
 
-    def _engine_request(self, request_id: str, principal: Principal, resolved: Resolved,
-                        ids: list[int], s: Sampling, field: str) -> EngineRequest:
+    def _engine_request(
+        self,
+        request_id: str,
+        principal: Principal,
+        resolved: Resolved,
+        ids: list[int],
+        s: Sampling,
+        field: str,
+    ) -> EngineRequest:
         limit = self.engine.max_model_len
         limits = principal.tenant.limits
         if not ids:
@@ -146,11 +161,16 @@ class Gateway:
         if limits.max_prompt_tokens is not None and len(ids) > limits.max_prompt_tokens:
             raise ContextLengthError(
                 f"The prompt has {len(ids)} tokens; this tenant's limit is "
-                f"{limits.max_prompt_tokens}.", param=field, code="prompt_too_long")
+                f"{limits.max_prompt_tokens}.",
+                param=field,
+                code="prompt_too_long",
+            )
         if len(ids) >= limit:
             raise ContextLengthError(
                 f"This model's maximum context length is {limit} tokens. "
-                f"Your prompt has {len(ids)} tokens.", param=field)
+                f"Your prompt has {len(ids)} tokens.",
+                param=field,
+            )
         budget = s.max_tokens if s.max_tokens is not None else limit - len(ids)
         if limits.max_tokens is not None:
             budget = min(budget, limits.max_tokens)  # the tenant's cap clamps the request
@@ -158,7 +178,9 @@ class Gateway:
             raise ContextLengthError(
                 f"This model's maximum context length is {limit} tokens. You requested "
                 f"{len(ids) + budget} tokens ({len(ids)} in the prompt, {budget} for the "
-                "completion). Reduce the prompt or max_tokens.", param="max_tokens")
+                "completion). Reduce the prompt or max_tokens.",
+                param="max_tokens",
+            )
         return EngineRequest(
             request_id=request_id,
             prompt_token_ids=ids,
@@ -191,8 +213,9 @@ class Gateway:
             last = out
         if last is None or last.finish_reason is None:
             raise EngineUnavailableError("The engine ended the request without an answer.")
-        return Completion("".join(parts), last.finish_reason, last.prompt_tokens,
-                          last.completion_tokens)
+        return Completion(
+            "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
+        )
 
     async def load_adapter(self, adapter: Adapter) -> None:
         with self.stage("adapter_load"):

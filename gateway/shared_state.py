@@ -75,8 +75,10 @@ class SharedState:
         """The policy file's keys, added to the store unless already there (revocations kept)."""
         now = time.time()
         for key_hash, record in self.policy.keys.items():
-            await self.store.put_key(StoredKey(key_hash, record.key_id, record.tenant, now,
-                                               source="policy"), only_if_absent=True)
+            await self.store.put_key(
+                StoredKey(key_hash, record.key_id, record.tenant, now, source="policy"),
+                only_if_absent=True,
+            )
 
     def invalidate(self, event: dict[str, str] | None = None) -> None:
         kind = (event or {}).get("kind")
@@ -91,8 +93,9 @@ class SharedState:
             try:
                 self.policy = self._reload_policy()
             except Exception:
-                log.exception("policy reload announced by another replica failed; keeping "
-                              "the previous policy")
+                log.exception(
+                    "policy reload announced by another replica failed; keeping the previous policy"
+                )
 
     async def _listen(self) -> None:
         while True:
@@ -148,13 +151,13 @@ class SharedState:
                 self._on_fallback("auth", "policy_file")
                 return StoredKey(key_hash, file_key.key_id, file_key.tenant, 0.0, source="policy")
             self._on_fallback("auth", "fail_closed")
-            raise StoreDownError("Authentication is unavailable; try again shortly.",
-                                 headers={"Retry-After": "1"}) from None
+            raise StoreDownError(
+                "Authentication is unavailable; try again shortly.", headers={"Retry-After": "1"}
+            ) from None
         if record is None:
             file_key = self.policy.keys.get(key_hash)
             if file_key is not None:  # the store lost it (flush): the file still vouches for it
-                record = StoredKey(key_hash, file_key.key_id, file_key.tenant, 0.0,
-                                   source="policy")
+                record = StoredKey(key_hash, file_key.key_id, file_key.tenant, 0.0, source="policy")
         if record is not None:
             self._keys[key_hash] = (record, now + KEY_CACHE_S)
         return record

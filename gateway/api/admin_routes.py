@@ -71,8 +71,13 @@ async def _parse(model: type[BaseModel], request: Request) -> Any:
 
 
 def _key_view(key: StoredKey) -> dict[str, Any]:
-    return {"id": key.key_id, "tenant": key.tenant, "created_at": key.created_at,
-            "revoked": key.revoked, "source": key.source}
+    return {
+        "id": key.key_id,
+        "tenant": key.tenant,
+        "created_at": key.created_at,
+        "revoked": key.revoked,
+        "source": key.source,
+    }
 
 
 @router.post("/tunes/{name}/load")
@@ -80,15 +85,23 @@ async def load_tune(name: str, request: Request) -> Response:
     gw = _gw(request)
     tune = gw.catalogue.refresh(name)
     if tune is None:
-        raise NotFoundError(f"No tune named `{name}` is in the catalogue.", param="name",
-                            code="tune_not_found")
+        raise NotFoundError(
+            f"No tune named `{name}` is in the catalogue.", param="name", code="tune_not_found"
+        )
     if not gw.engine.ready:
         raise EngineUnavailableError("The engine is not ready.", headers={"Retry-After": "5"})
     loaded = await gw.engine.load_adapter(adapter_of(tune))
     if loaded:
         gw.metrics.adapter_loads.labels(tune.name, "ok").inc()
-    return _json({"object": "tune", "id": tune.name, "loaded": True,
-                  "already_loaded": not loaded, "adapter_id": tune.adapter_id})
+    return _json(
+        {
+            "object": "tune",
+            "id": tune.name,
+            "loaded": True,
+            "already_loaded": not loaded,
+            "adapter_id": tune.adapter_id,
+        }
+    )
 
 
 async def _tenant_view(gw: Gateway, tenant: Tenant) -> dict[str, Any]:
@@ -116,8 +129,10 @@ async def show_tenant(name: str, request: Request) -> Response:
     view = await _tenant_view(gw, tenant)
     store = gw.state.store
     view["keys"] = [_key_view(k) for k in await store.list_keys(name)]
-    view["switches"] = [{"from": c.from_tune, "to": c.to_tune, "actor": c.actor, "at": c.at}
-                        for c in await store.binding_history(name)]
+    view["switches"] = [
+        {"from": c.from_tune, "to": c.to_tune, "actor": c.actor, "at": c.at}
+        for c in await store.binding_history(name)
+    ]
     view["concurrent_requests"] = await store.slots_in_use(name)
     return _json(view)
 
@@ -127,19 +142,30 @@ async def bind_tune(name: str, request: Request) -> Response:
     gw = _gw(request)
     tenant = _tenant(gw, name)
     body: BindBody = await _parse(BindBody, request)
-    if body.tune != gw.base_model and (body.tune not in tenant.tunes
-                                       or gw.catalogue.get(body.tune) is None):
+    if body.tune != gw.base_model and (
+        body.tune not in tenant.tunes or gw.catalogue.get(body.tune) is None
+    ):
         raise InvalidRequestError(
             f"Tenant `{name}` may not use tune `{body.tune}` (allowed: "
-            f"{', '.join(sorted(tenant.tunes)) or 'none'}).", param="tune", code="tune_not_allowed")
+            f"{', '.join(sorted(tenant.tunes)) or 'none'}).",
+            param="tune",
+            code="tune_not_allowed",
+        )
     previous = await gw.state.binding(tenant)
     change = BindingChange(name, previous, body.tune, _actor(request), time.time())
     await gw.state.store.set_binding(change)
     gw.state.invalidate({"kind": "binding", "tenant": name})
     await gw.state.store.publish({"kind": "binding", "tenant": name})
     gw.metrics.tune_switches.labels(name).inc()
-    return _json({"tenant": name, "from": change.from_tune, "to": change.to_tune,
-                  "actor": change.actor, "at": change.at})
+    return _json(
+        {
+            "tenant": name,
+            "from": change.from_tune,
+            "to": change.to_tune,
+            "actor": change.actor,
+            "at": change.at,
+        }
+    )
 
 
 @router.get("/tenants/{name}/keys")
@@ -158,12 +184,20 @@ async def create_key(name: str, request: Request) -> Response:
     existing = {k.key_id for k in await gw.state.store.list_keys(name)}
     key_id = body.id or f"{name}-{len(existing) + 1}"
     if key_id in existing:
-        raise InvalidRequestError(f"Tenant `{name}` already has a key `{key_id}`.", param="id",
-                                  code="key_exists")
+        raise InvalidRequestError(
+            f"Tenant `{name}` already has a key `{key_id}`.", param="id", code="key_exists"
+        )
     key = new_key()
     await gw.state.store.put_key(StoredKey(hash_key(key), key_id, name, time.time()))
-    return _json({"id": key_id, "tenant": name, "key": key,
-                  "note": "Store this key now: it is shown once and kept only as a hash."}, 201)
+    return _json(
+        {
+            "id": key_id,
+            "tenant": name,
+            "key": key,
+            "note": "Store this key now: it is shown once and kept only as a hash.",
+        },
+        201,
+    )
 
 
 @router.delete("/tenants/{name}/keys/{key_id}")
@@ -173,8 +207,9 @@ async def revoke_key(name: str, key_id: str, request: Request) -> Response:
     store = gw.state.store
     match = [k for k in await store.list_keys(name) if k.key_id == key_id]
     if not match or not await store.revoke_key(name, key_id):
-        raise NotFoundError(f"Tenant `{name}` has no active key `{key_id}`.", param="key_id",
-                            code="key_not_found")
+        raise NotFoundError(
+            f"Tenant `{name}` has no active key `{key_id}`.", param="key_id", code="key_not_found"
+        )
     gw.state.invalidate({"kind": "key", "hash": match[0].key_hash})
     await store.publish({"kind": "key", "hash": match[0].key_hash})
     return _json({"id": key_id, "tenant": name, "revoked": True})

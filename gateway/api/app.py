@@ -42,8 +42,11 @@ def _default_store(settings: Settings) -> Store:
         return MemoryStore()
     from gateway.store.redis_store import RedisStore
 
-    return RedisStore(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix,
-                      op_timeout_s=settings.store_timeout_s)
+    return RedisStore(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_prefix,
+        op_timeout_s=settings.store_timeout_s,
+    )
 
 
 def create_app(
@@ -61,17 +64,28 @@ def create_app(
         metrics.store_fallbacks.labels(op, decision).inc()
 
     store = store or _default_store(settings)
-    state = SharedState(reload_policy(), store, version_check_s=settings.version_check_s,
-                        on_fallback=fallback, reload_policy=reload_policy)
-    limiter = Limiter(store, mode=settings.rate_limit_fallback, replicas=settings.replicas,
-                      lease_s=settings.slot_lease_s, on_fallback=fallback,
-                      on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc())
+    state = SharedState(
+        reload_policy(),
+        store,
+        version_check_s=settings.version_check_s,
+        on_fallback=fallback,
+        reload_policy=reload_policy,
+    )
+    limiter = Limiter(
+        store,
+        mode=settings.rate_limit_fallback,
+        replicas=settings.replicas,
+        lease_s=settings.slot_lease_s,
+        on_fallback=fallback,
+        on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc(),
+    )
     gateway = Gateway(catalogue, state, limiter, engine or _default_engine(settings), metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warm = [adapter_of(t) for t in catalogue
-                if (t.adapter_path / "adapter_config.json").is_file()]
+        warm = [
+            adapter_of(t) for t in catalogue if (t.adapter_path / "adapter_config.json").is_file()
+        ]
 
         async def start_engine() -> None:
             try:
@@ -92,8 +106,9 @@ def create_app(
             await gateway.engine.stop()
             await store.close()
 
-    app = FastAPI(title="Tunegate", version="0.1.0", lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(
+        title="Tunegate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.gateway = gateway
     app.state.settings = settings
     install_error_handlers(app)

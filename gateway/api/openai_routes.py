@@ -78,8 +78,9 @@ async def chat_completions(request: Request) -> Response:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-        gw.check_policy(principal, body.model_fields_set,
-                        [m["content"] for m in messages], "messages")
+        gw.check_policy(
+            principal, body.model_fields_set, [m["content"] for m in messages], "messages"
+        )
         resolved = await gw.resolve(principal, body.model)
         t.tune = resolved.label
         rid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -104,20 +105,26 @@ async def completions(request: Request) -> Response:
         resolved = await gw.resolve(principal, body.model)
         t.tune = resolved.label
         rid = f"cmpl-{uuid.uuid4().hex}"
-        ereq = gw.prepare_completion(rid, principal, resolved, body.prompt_text(),
-                                     _sampling(body))
+        ereq = gw.prepare_completion(rid, principal, resolved, body.prompt_text(), _sampling(body))
         admission = await gw.admit(principal, ereq)
     except GatewayError as exc:
         t.done(exc.status)
         raise
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage,
-                         chat=False)
+    return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage, chat=False)
 
 
 async def _answer(
-    request: Request, gw: Gateway, t: Tracker, admission: Admission, ereq: EngineRequest,
-    resolved: Resolved, stream: bool, include_usage: bool, *, chat: bool,
+    request: Request,
+    gw: Gateway,
+    t: Tracker,
+    admission: Admission,
+    ereq: EngineRequest,
+    resolved: Resolved,
+    stream: bool,
+    include_usage: bool,
+    *,
+    chat: bool,
 ) -> Response:
     created = int(time.time())
     try:
@@ -143,10 +150,15 @@ async def _answer(
             exc.headers = {**admission.headers, **exc.headers}
         raise
     t.first_token()
-    events = _events(t, admission, outputs, first, ereq.request_id, created, resolved.model,
-                     include_usage, chat)
-    return _AdmittedStream(admission, events, media_type="text/event-stream",
-                           headers={**SSE_HEADERS, **admission.headers})
+    events = _events(
+        t, admission, outputs, first, ereq.request_id, created, resolved.model, include_usage, chat
+    )
+    return _AdmittedStream(
+        admission,
+        events,
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **admission.headers},
+    )
 
 
 class _AdmittedStream(StreamingResponse):

@@ -68,20 +68,28 @@ class Metrics:
         )
 
         self.policy_denials = Counter(
-            "tunegate_policy_denials", "Requests refused by a tenant policy rule, by reason.",
-            ["tenant", "reason"], registry=r,
+            "tunegate_policy_denials",
+            "Requests refused by a tenant policy rule, by reason.",
+            ["tenant", "reason"],
+            registry=r,
         )
         self.rate_limited = Counter(
-            "tunegate_rate_limited", "Requests refused by a limit (requests, tokens, concurrency).",
-            ["tenant", "reason"], registry=r,
+            "tunegate_rate_limited",
+            "Requests refused by a limit (requests, tokens, concurrency).",
+            ["tenant", "reason"],
+            registry=r,
         )
         self.store_fallbacks = Counter(
-            "tunegate_store_fallbacks", "Decisions taken because the shared store did not answer.",
-            ["operation", "decision"], registry=r,
+            "tunegate_store_fallbacks",
+            "Decisions taken because the shared store did not answer.",
+            ["operation", "decision"],
+            registry=r,
         )
         self.tune_switches = Counter(
-            "tunegate_tune_switches", "Tenant tune bindings changed at runtime.",
-            ["tenant"], registry=r,
+            "tunegate_tune_switches",
+            "Tenant tune bindings changed at runtime.",
+            ["tenant"],
+            registry=r,
         )
 
     def render(self) -> bytes:

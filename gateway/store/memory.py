@@ -13,9 +13,7 @@ from gateway.store.types import BindingChange, Bucket, RateDecision, StoredKey
 __all__ = ["MemoryStore", "take_both"]
 
 
-def take_both(
-    req: Bucket | None, tok: Bucket | None, tokens: int, now: float
-) -> RateDecision:
+def take_both(req: Bucket | None, tok: Bucket | None, tokens: int, now: float) -> RateDecision:
     """Take one request and `tokens` tokens, both or neither (the Lua script does the same)."""
     for bucket in (req, tok):
         if bucket is not None:
@@ -70,14 +68,17 @@ class MemoryStore:
     async def revoke_key(self, tenant: str, key_id: str) -> bool:
         for h, key in self._keys.items():
             if key.tenant == tenant and key.key_id == key_id and not key.revoked:
-                self._keys[h] = StoredKey(key.key_hash, key.key_id, key.tenant, key.created_at,
-                                          True, key.source)
+                self._keys[h] = StoredKey(
+                    key.key_hash, key.key_id, key.tenant, key.created_at, True, key.source
+                )
                 return True
         return False
 
     async def list_keys(self, tenant: str) -> list[StoredKey]:
-        return sorted((k for k in self._keys.values() if k.tenant == tenant),
-                      key=lambda k: (k.created_at, k.key_id))
+        return sorted(
+            (k for k in self._keys.values() if k.tenant == tenant),
+            key=lambda k: (k.created_at, k.key_id),
+        )
 
     async def get_binding(self, tenant: str) -> str | None:
         return self._bindings.get(tenant)
@@ -102,8 +103,12 @@ class MemoryStore:
         self, tenant: str, rpm: int | None, tpm: int | None, tokens: int
     ) -> RateDecision:
         now = self._clock()
-        return take_both(self._bucket(tenant, "req", rpm, now),
-                         self._bucket(tenant, "tok", tpm, now), tokens, now)
+        return take_both(
+            self._bucket(tenant, "req", rpm, now),
+            self._bucket(tenant, "tok", tpm, now),
+            tokens,
+            now,
+        )
 
     async def refund_tokens(self, tenant: str, tpm: int, tokens: int) -> None:
         bucket = self._bucket(tenant, "tok", tpm, self._clock())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -28,7 +29,9 @@ class RedisStore:
         self.prefix = prefix
         self.op_timeout_s = op_timeout_s
         self._r: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=op_timeout_s, socket_connect_timeout=op_timeout_s,
+            url,
+            socket_timeout=op_timeout_s,
+            socket_connect_timeout=op_timeout_s,
             health_check_interval=10,
         )
         self._take = self._r.register_script(TAKE)
@@ -57,16 +60,27 @@ class RedisStore:
         if not raw:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
-        return StoredKey(h, d["key_id"], d["tenant"], float(d["created_at"]),
-                         d.get("revoked") == "1", d.get("source", "api"))
+        return StoredKey(
+            h,
+            d["key_id"],
+            d["tenant"],
+            float(d["created_at"]),
+            d.get("revoked") == "1",
+            d.get("source", "api"),
+        )
 
     async def get_key(self, key_hash: str) -> StoredKey | None:
         return self._key_from(key_hash, await self._op(self._r.hgetall(self._k("key", key_hash))))
 
     async def put_key(self, key: StoredKey, *, only_if_absent: bool = False) -> bool:
         name = self._k("key", key.key_hash)
-        fields = {"key_id": key.key_id, "tenant": key.tenant, "created_at": repr(key.created_at),
-                  "revoked": "1" if key.revoked else "0", "source": key.source}
+        fields = {
+            "key_id": key.key_id,
+            "tenant": key.tenant,
+            "created_at": repr(key.created_at),
+            "revoked": "1" if key.revoked else "0",
+            "source": key.source,
+        }
         if only_if_absent:
             created = await self._op(self._r.hsetnx(name, "key_id", key.key_id))
             if not created:
@@ -99,8 +113,15 @@ class RedisStore:
         return value.decode() if value is not None else None
 
     async def set_binding(self, change: BindingChange) -> None:
-        record = orjson.dumps({"tenant": change.tenant, "from": change.from_tune,
-                               "to": change.to_tune, "actor": change.actor, "at": change.at})
+        record = orjson.dumps(
+            {
+                "tenant": change.tenant,
+                "from": change.from_tune,
+                "to": change.to_tune,
+                "actor": change.actor,
+                "at": change.at,
+            }
+        )
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.set(self._k("binding", change.tenant), change.to_tune)
             pipe.lpush(self._k("binding-log", change.tenant), record)
@@ -174,7 +195,5 @@ class RedisStore:
                 if message is not None and message.get("type") == "message":
                     yield orjson.loads(message["data"])
         finally:
-            try:
+            with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
-            except (RedisError, OSError):
-                pass

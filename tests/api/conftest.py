@@ -109,9 +109,11 @@ def settings(tmp_path: Path) -> Settings:
 async def client(settings: Settings, engine: EchoEngine) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, engine=engine)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-            yield c
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gw") as c,
+    ):
+        yield c
 
 
 def auth(tenant: str = "acme") -> dict[str, str]:

@@ -11,7 +11,7 @@ CHAT = {"model": "support", "messages": [{"role": "user", "content": "hello ther
 
 
 def sse_payloads(text: str) -> list[object]:
-    events = [line[len("data: "):] for line in text.split("\n\n") if line.startswith("data: ")]
+    events = [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
     return [e if e == "[DONE]" else orjson.loads(e) for e in events]
 
 
@@ -27,8 +27,15 @@ async def test_models_lists_base_and_allowed_tunes(client, validate_schema):
 
 
 async def test_chat_non_streaming(client, engine, validate_schema):
-    body = {**CHAT, "temperature": 0, "max_tokens": 10, "seed": 7, "stop": ["zz"],
-            "unknown_field": {"x": 1}, "user": "u1"}
+    body = {
+        **CHAT,
+        "temperature": 0,
+        "max_tokens": 10,
+        "seed": 7,
+        "stop": ["zz"],
+        "unknown_field": {"x": 1},
+        "user": "u1",
+    }
     r = await client.post("/v1/chat/completions", json=body, headers=auth())
     assert r.status_code == 200, r.text
     data = r.json()
@@ -46,7 +53,8 @@ async def test_chat_streaming_matches_non_streaming(client, validate_schema):
     body = {**CHAT, "temperature": 0}
     whole = (await client.post("/v1/chat/completions", json=body, headers=auth())).json()
     r = await client.post(
-        "/v1/chat/completions", headers=auth(),
+        "/v1/chat/completions",
+        headers=auth(),
         json={**body, "stream": True, "stream_options": {"include_usage": True}},
     )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
@@ -80,18 +88,19 @@ async def test_completions_streamed_and_not(client, validate_schema):
 
 
 async def test_default_model_resolves_to_tenant_binding(client, engine):
-    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"},
-                          headers=auth())
+    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"}, headers=auth())
     assert r.status_code == 200 and r.json()["model"] == "legal"
-    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"},
-                          headers=auth("narrow"))
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "model": "default"}, headers=auth("narrow")
+    )
     assert r.json()["model"] == "test-base" and engine.requests[-1].adapter is None
 
 
 @pytest.mark.parametrize("model", ["nope", "legal", "../etc", "test-base@x"])
 async def test_unknown_and_forbidden_models_are_the_same_404(client, validate_schema, model):
-    r = await client.post("/v1/chat/completions", json={**CHAT, "model": model},
-                          headers=auth("narrow"))
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "model": model}, headers=auth("narrow")
+    )
     assert r.status_code == 404
     validate_schema("ErrorResponse", r.json())
     err = r.json()["error"]
@@ -103,13 +112,19 @@ async def test_unknown_and_forbidden_models_are_the_same_404(client, validate_sc
 
 @pytest.mark.parametrize(
     "headers,code",
-    [({}, "missing_api_key"), ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
-     ({"Authorization": "Basic abc"}, "invalid_api_key"),
-     ({"Authorization": f"Bearer {ADMIN}"}, "invalid_api_key")],
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
+        ({"Authorization": "Basic abc"}, "invalid_api_key"),
+        ({"Authorization": f"Bearer {ADMIN}"}, "invalid_api_key"),
+    ],
 )
 async def test_bad_keys_get_401(client, validate_schema, headers, code):
-    for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
-                         ("POST", "/v1/completions")):
+    for method, path in (
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+    ):
         r = await client.request(method, path, json=CHAT, headers=headers)
         assert r.status_code == 401, path
         validate_schema("ErrorResponse", r.json())
@@ -132,7 +147,10 @@ async def test_bad_keys_get_401(client, validate_schema, headers, code):
         ({"stop": [""]}, "stop"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages.0.content",
+        ),
         ({"model": 5}, "model"),
         ({"seed": "x"}, "seed"),
         ({"max_tokens": 62}, "max_tokens"),
@@ -155,16 +173,18 @@ async def test_missing_model_and_prompt(client, validate_schema):
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "prompt"
     assert r.json()["error"]["code"] == "missing_required_parameter"
-    r = await client.post("/v1/completions", json={"model": "support", "prompt": ""},
-                          headers=auth())
+    r = await client.post(
+        "/v1/completions", json={"model": "support", "prompt": ""}, headers=auth()
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
     validate_schema("ErrorResponse", r.json())
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'"text"', b"\xff\xfe"])
 async def test_malformed_json_is_400(client, validate_schema, raw):
-    r = await client.post("/v1/chat/completions", content=raw,
-                          headers={**auth(), "content-type": "application/json"})
+    r = await client.post(
+        "/v1/chat/completions", content=raw, headers={**auth(), "content-type": "application/json"}
+    )
     assert r.status_code == 400, r.text
     validate_schema("ErrorResponse", r.json())
     assert r.json()["error"]["code"] in ("invalid_json", "invalid_value")
@@ -212,6 +232,11 @@ async def test_metrics_count_requests(client):
     await client.post("/v1/chat/completions", json=CHAT, headers=auth())
     await client.post("/v1/chat/completions", json={**CHAT, "model": "x"}, headers=auth())
     text = (await client.get("/metrics")).text
-    assert 'tunegate_requests_total{route="chat",status="2xx",tenant="acme",tune="support"} 1.0' in text
-    assert 'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="none"} 1.0' in text
+    assert (
+        'tunegate_requests_total{route="chat",status="2xx",tenant="acme",tune="support"} 1.0'
+        in text
+    )
+    assert (
+        'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="none"} 1.0' in text
+    )
     assert "tg-test" not in text

@@ -10,7 +10,7 @@ import pytest
 from gateway.api import create_app
 from gateway.auth import hash_key
 from gateway.store.memory import MemoryStore
-from tests.api.conftest import ADMIN, KEYS, EchoEngine, auth, write_config
+from tests.api.conftest import ADMIN, KEYS, auth, write_config
 
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
 CHAT = {"model": "support", "messages": [{"role": "user", "content": "hello there"}]}
@@ -23,12 +23,12 @@ default:
     deny_patterns: [{{id: no-secrets, pattern: "(?i)password"}}]
 tenants:
   - name: acme
-    keys: [{{id: acme-1, sha256: {hash_key(KEYS['acme'])}}}]
+    keys: [{{id: acme-1, sha256: {hash_key(KEYS["acme"])}}}]
     tunes: [support, legal, extract]
     default_tune: legal
     limits: {{requests_per_minute: 3, tokens_per_minute: 1000}}
   - name: narrow
-    keys: [{{id: narrow-1, sha256: {hash_key(KEYS['narrow'])}}}]
+    keys: [{{id: narrow-1, sha256: {hash_key(KEYS["narrow"])}}}]
     tunes: [support]
     limits: {{max_concurrent: 1, tokens_per_minute: 40}}
     allowed_parameters: [temperature, max_tokens, stream]
@@ -104,8 +104,9 @@ async def test_concurrency_limit_and_release(client, engine, store):
             yield out
 
     engine.stream = slow
-    first = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT,
-                                            headers=auth("narrow")))
+    first = asyncio.create_task(
+        client.post("/v1/chat/completions", json=CHAT, headers=auth("narrow"))
+    )
     await asyncio.sleep(0.05)
     assert await store.slots_in_use("narrow") == 1
     r = await client.post("/v1/chat/completions", json=CHAT, headers=auth("narrow"))
@@ -113,8 +114,9 @@ async def test_concurrency_limit_and_release(client, engine, store):
     gate.set()
     assert (await first).status_code == 200
     assert await store.slots_in_use("narrow") == 0
-    r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True},
-                          headers=auth("narrow"))
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth("narrow")
+    )
     assert r.status_code == 200 and await store.slots_in_use("narrow") == 0
 
 
@@ -127,61 +129,83 @@ async def test_slot_released_when_engine_fails(client, engine, store):
 
     engine.stream = broken
     for stream in (False, True):
-        r = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream},
-                              headers=auth("narrow"))
+        r = await client.post(
+            "/v1/chat/completions", json={**CHAT, "stream": stream}, headers=auth("narrow")
+        )
         assert r.status_code == 503
     assert await store.slots_in_use("narrow") == 0
 
 
 async def test_allowed_parameters_and_input_rules(client, engine, validate_schema):
-    r = await client.post("/v1/chat/completions", json={**CHAT, "top_p": 0.5},
-                          headers=auth("narrow"))
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "top_p": 0.5}, headers=auth("narrow")
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "parameter_not_allowed"
     assert r.json()["error"]["param"] == "top_p"
     validate_schema("ErrorResponse", r.json())
-    r = await client.post("/v1/chat/completions", json={**CHAT, "temperature": 0.5},
-                          headers=auth("narrow"))
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "temperature": 0.5}, headers=auth("narrow")
+    )
     assert r.status_code == 200
-    for tenant, text, rule in (("narrow", "I like BANANA and banana", "no-bananas"),
-                               ("narrow", "my Password is x", "no-secrets"),
-                               ("acme", "the password", "no-secrets")):
-        r = await client.post("/v1/chat/completions", headers=auth(tenant), json={
-            **CHAT, "messages": [{"role": "user", "content": text}]})
+    for tenant, text, rule in (
+        ("narrow", "I like BANANA and banana", "no-bananas"),
+        ("narrow", "my Password is x", "no-secrets"),
+        ("acme", "the password", "no-secrets"),
+    ):
+        r = await client.post(
+            "/v1/chat/completions",
+            headers=auth(tenant),
+            json={**CHAT, "messages": [{"role": "user", "content": text}]},
+        )
         assert r.status_code == 400 and r.json()["error"]["code"] == "input_rule_violation"
         assert rule in r.json()["error"]["message"]
         assert "banana" not in r.json()["error"]["message"].replace("no-bananas", "")
-    r = await client.post("/v1/completions", headers=auth("acme"),
-                          json={"model": "support", "prompt": "password?"})
+    r = await client.post(
+        "/v1/completions", headers=auth("acme"), json={"model": "support", "prompt": "password?"}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
     many = [{"role": "user", "content": "hi"}] * 4
     r = await client.post("/v1/chat/completions", json={**CHAT, "messages": many}, headers=auth())
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_messages"
     metrics = (await client.get("/metrics")).text
-    assert 'tunegate_policy_denials_total{reason="input_rule_violation",tenant="narrow"} 2.0' \
+    assert (
+        'tunegate_policy_denials_total{reason="input_rule_violation",tenant="narrow"} 2.0'
         in metrics
+    )
 
 
 async def test_internal_looking_headers_are_not_trusted(client, engine):
-    spoof = {"X-Tenant": "acme", "X-Tunegate-Tenant": "acme", "X-Tune": "legal",
-             "X-Tunegate-Tune": "legal", "X-Forwarded-User": "acme", "X-Upstream": "evil"}
-    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"},
-                          headers={**auth("narrow"), **spoof})
+    spoof = {
+        "X-Tenant": "acme",
+        "X-Tunegate-Tenant": "acme",
+        "X-Tune": "legal",
+        "X-Tunegate-Tune": "legal",
+        "X-Forwarded-User": "acme",
+        "X-Upstream": "evil",
+    }
+    r = await client.post(
+        "/v1/chat/completions",
+        json={**CHAT, "model": "default"},
+        headers={**auth("narrow"), **spoof},
+    )
     assert r.status_code == 200 and r.json()["model"] == "test-base"
-    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "legal"},
-                          headers={**auth("narrow"), **spoof})
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "model": "legal"}, headers={**auth("narrow"), **spoof}
+    )
     assert r.status_code == 404
 
 
 async def test_bind_switches_default_and_is_recorded(client, engine):
-    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"},
-                          headers=auth())
+    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"}, headers=auth())
     assert r.json()["model"] == "legal"
-    r = await client.put("/admin/tenants/acme/tune", json={"tune": "extract"},
-                         headers={**ADMIN_H, "X-Tunegate-Actor": "alice"})
+    r = await client.put(
+        "/admin/tenants/acme/tune",
+        json={"tune": "extract"},
+        headers={**ADMIN_H, "X-Tunegate-Actor": "alice"},
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["from"], r.json()["to"], r.json()["actor"]) == ("legal", "extract", "alice")
-    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"},
-                          headers=auth())
+    r = await client.post("/v1/chat/completions", json={**CHAT, "model": "default"}, headers=auth())
     assert r.json()["model"] == "extract"
     show = (await client.get("/admin/tenants/acme", headers=ADMIN_H)).json()
     assert show["tune"] == "extract" and show["switches"][0]["actor"] == "alice"
@@ -197,8 +221,9 @@ async def test_keys_create_list_revoke(client, validate_schema):
     r = await client.post("/admin/tenants/narrow/keys", json={"id": "ci"}, headers=ADMIN_H)
     assert r.status_code == 201
     key = r.json()["key"]
-    assert (await client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
-            ).status_code == 200
+    assert (
+        await client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    ).status_code == 200
     listed = (await client.get("/admin/tenants/narrow/keys", headers=ADMIN_H)).json()["data"]
     assert {k["id"] for k in listed} == {"narrow-1", "ci"}
     assert key not in str(listed) and hash_key(key) not in str(listed)
@@ -212,8 +237,9 @@ async def test_keys_create_list_revoke(client, validate_schema):
     r = await client.delete("/admin/tenants/narrow/keys/ci", headers=ADMIN_H)
     assert r.status_code == 404
     # A key declared in the policy file can be revoked too.
-    assert (await client.delete("/admin/tenants/narrow/keys/narrow-1", headers=ADMIN_H)
-            ).status_code == 200
+    assert (
+        await client.delete("/admin/tenants/narrow/keys/narrow-1", headers=ADMIN_H)
+    ).status_code == 200
     assert (await client.get("/v1/models", headers=auth("narrow"))).status_code == 401
 
 

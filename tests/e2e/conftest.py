@@ -47,10 +47,20 @@ class LiveGateway:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the `tunegate` CLI against this gateway's admin API."""
-        env = {**os.environ, "TUNEGATE_URL": self.url, "TUNEGATE_ADMIN_TOKEN": self.admin_token,
-               **{k: v for k, v in self.env.items() if k.endswith(("_DIR", "MODEL_PATH"))}}
-        return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+        env = {
+            **os.environ,
+            "TUNEGATE_URL": self.url,
+            "TUNEGATE_ADMIN_TOKEN": self.admin_token,
+            **{k: v for k, v in self.env.items() if k.endswith(("_DIR", "MODEL_PATH"))},
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 def free_port() -> int:
@@ -101,8 +111,13 @@ def write_setup(
 
 @contextmanager
 def gateway_process(
-    root: Path, tunes: Path, policies: Path, keys: dict[str, str], admin: str,
-    extra_env: dict[str, str] | None = None, name: str = "gateway",
+    root: Path,
+    tunes: Path,
+    policies: Path,
+    keys: dict[str, str],
+    admin: str,
+    extra_env: dict[str, str] | None = None,
+    name: str = "gateway",
 ) -> Iterator[LiveGateway]:
     port = free_port()
     env = {
@@ -119,11 +134,21 @@ def gateway_process(
     log_path = root / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "gateway", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    gw = LiveGateway(f"http://127.0.0.1:{port}", keys, admin, tunes, log_path,
-                     {k: v for k, v in env.items() if k.startswith("TUNEGATE_")})
+    gw = LiveGateway(
+        f"http://127.0.0.1:{port}",
+        keys,
+        admin,
+        tunes,
+        log_path,
+        {k: v for k, v in env.items() if k.startswith("TUNEGATE_")},
+    )
     try:
         wait_ready(gw, proc)
         yield gw
@@ -152,7 +177,9 @@ def wait_ready(gw: LiveGateway, proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def live_gateway(demo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+def live_gateway(
+    demo_build: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveGateway]:
     root = tmp_path_factory.mktemp("live")
     keys = {"acme": new_key(), "narrow": new_key()}
     tunes, policies = write_setup(root, keys)

@@ -20,14 +20,21 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def client(live_gateway: LiveGateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{live_gateway.url}/v1", api_key=live_gateway.keys["acme"],
-                         max_retries=0, timeout=120)
+    return openai.OpenAI(
+        base_url=f"{live_gateway.url}/v1",
+        api_key=live_gateway.keys["acme"],
+        max_retries=0,
+        timeout=120,
+    )
 
 
 def ask(client: openai.OpenAI, model: str, prompt: str, **kw) -> str:
     r = client.chat.completions.create(
-        model=model, temperature=0, max_tokens=80,
-        messages=[{"role": "user", "content": prompt}], **kw,
+        model=model,
+        temperature=0,
+        max_tokens=80,
+        messages=[{"role": "user", "content": prompt}],
+        **kw,
     )
     return r.choices[0].message.content or ""
 
@@ -43,11 +50,21 @@ def test_models_list(client, live_gateway, validate_schema):
 
 def test_chat_non_streamed_is_schema_valid(live_gateway, validate_schema):
     r = httpx.post(
-        f"{live_gateway.url}/v1/chat/completions", headers=live_gateway.headers(), timeout=120,
-        json={"model": "support", "temperature": 0, "max_tokens": 40, "seed": 1, "user": "u",
-              "messages": [{"role": "system", "content": "Be brief."},
-                           {"role": "user", "content": PROMPTS[0]}],
-              "unknown_field": True},
+        f"{live_gateway.url}/v1/chat/completions",
+        headers=live_gateway.headers(),
+        timeout=120,
+        json={
+            "model": "support",
+            "temperature": 0,
+            "max_tokens": 40,
+            "seed": 1,
+            "user": "u",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": PROMPTS[0]},
+            ],
+            "unknown_field": True,
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -61,7 +78,10 @@ def test_chat_non_streamed_is_schema_valid(live_gateway, validate_schema):
 def test_streamed_text_equals_non_streamed(client, live_gateway, validate_schema, model):
     whole = ask(client, model, PROMPTS[1])
     stream = client.chat.completions.create(
-        model=model, temperature=0, max_tokens=80, stream=True,
+        model=model,
+        temperature=0,
+        max_tokens=80,
+        stream=True,
         stream_options={"include_usage": True},
         messages=[{"role": "user", "content": PROMPTS[1]}],
     )
@@ -80,16 +100,27 @@ def test_streamed_text_equals_non_streamed(client, live_gateway, validate_schema
 
 def test_completions_streamed_and_not(client, live_gateway, validate_schema):
     r = httpx.post(
-        f"{live_gateway.url}/v1/completions", headers=live_gateway.headers(), timeout=120,
-        json={"model": "tunegate-demo-base", "prompt": "The weather today", "max_tokens": 16,
-              "temperature": 0},
+        f"{live_gateway.url}/v1/completions",
+        headers=live_gateway.headers(),
+        timeout=120,
+        json={
+            "model": "tunegate-demo-base",
+            "prompt": "The weather today",
+            "max_tokens": 16,
+            "temperature": 0,
+        },
     )
     assert r.status_code == 200, r.text
     validate_schema("CreateCompletionResponse", r.json())
     text = r.json()["choices"][0]["text"]
     assert text and r.json()["usage"]["completion_tokens"] <= 16
-    streamed = client.completions.create(model="tunegate-demo-base", prompt="The weather today",
-                                         max_tokens=16, temperature=0, stream=True)
+    streamed = client.completions.create(
+        model="tunegate-demo-base",
+        prompt="The weather today",
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == text
 
 
@@ -110,8 +141,9 @@ def test_each_tune_answers_in_its_trained_style(client):
 
 
 def test_unknown_and_forbidden_models(live_gateway, validate_schema):
-    narrow = openai.OpenAI(base_url=f"{live_gateway.url}/v1", max_retries=0,
-                           api_key=live_gateway.keys["narrow"])
+    narrow = openai.OpenAI(
+        base_url=f"{live_gateway.url}/v1", max_retries=0, api_key=live_gateway.keys["narrow"]
+    )
     for model in ("no-such-tune", "support"):
         with pytest.raises(openai.NotFoundError) as info:
             ask(narrow, model, "hi")
@@ -124,8 +156,12 @@ def test_unknown_and_forbidden_models(live_gateway, validate_schema):
 @pytest.mark.parametrize("key", ["tg-wrong", None])
 def test_wrong_and_missing_keys(live_gateway, validate_schema, key):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
-                         ("POST", "/v1/completions"), ("POST", "/admin/tunes/legal/load")):
+    for method, path in (
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/admin/tunes/legal/load"),
+    ):
         r = httpx.request(method, f"{live_gateway.url}{path}", headers=headers, json={})
         assert r.status_code == 401, (path, r.text)
         validate_schema("ErrorResponse", r.json())
@@ -136,14 +172,21 @@ def test_wrong_and_missing_keys(live_gateway, validate_schema, key):
 
 
 def test_malformed_json_and_out_of_range_parameters(client, live_gateway, validate_schema):
-    r = httpx.post(f"{live_gateway.url}/v1/chat/completions", content=b'{"model": "support",',
-                   headers={**live_gateway.headers(), "content-type": "application/json"})
+    r = httpx.post(
+        f"{live_gateway.url}/v1/chat/completions",
+        content=b'{"model": "support",',
+        headers={**live_gateway.headers(), "content-type": "application/json"},
+    )
     assert r.status_code == 400
     validate_schema("ErrorResponse", r.json())
     assert r.json()["error"]["code"] == "invalid_json"
-    cases = [({"temperature": 5}, "temperature"), ({"top_p": 2}, "top_p"),
-             ({"max_tokens": 0}, "max_tokens"), ({"n": 3}, "n"),
-             ({"max_tokens": 100000}, "max_tokens")]
+    cases = [
+        ({"temperature": 5}, "temperature"),
+        ({"top_p": 2}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"n": 3}, "n"),
+        ({"max_tokens": 100000}, "max_tokens"),
+    ]
     for extra, param in cases:
         with pytest.raises(openai.BadRequestError) as info:
             client.chat.completions.create(
@@ -156,9 +199,11 @@ def test_malformed_json_and_out_of_range_parameters(client, live_gateway, valida
     with pytest.raises(openai.BadRequestError) as info:
         ask(client, "support", long_prompt)
     assert info.value.response.json()["error"]["code"] == "context_length_exceeded"
-    big = httpx.post(f"{live_gateway.url}/v1/chat/completions", headers=live_gateway.headers(),
-                     json={"model": "support", "messages": [{"role": "user",
-                                                             "content": "x" * 70000}]})
+    big = httpx.post(
+        f"{live_gateway.url}/v1/chat/completions",
+        headers=live_gateway.headers(),
+        json={"model": "support", "messages": [{"role": "user", "content": "x" * 70000}]},
+    )
     assert big.status_code == 413
     validate_schema("ErrorResponse", big.json())
     assert ask(client, "support", PROMPTS[0])  # the engine still serves
@@ -182,7 +227,8 @@ def test_runtime_tune_load_without_restart(client, live_gateway):
     broken = live_gateway.tunes_dir / "broken"
     broken.mkdir(exist_ok=True)
     (broken / "tune.yaml").write_text(
-        "name: broken\nbase_model: tunegate-demo-base\nadapter_path: nowhere\nrank: 8\n")
+        "name: broken\nbase_model: tunegate-demo-base\nadapter_path: nowhere\nrank: 8\n"
+    )
     r = httpx.post(f"{live_gateway.url}/admin/tunes/broken/load", headers=admin, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["code"] == "adapter_load_failed"
     assert "nowhere" not in r.text
@@ -191,17 +237,26 @@ def test_runtime_tune_load_without_restart(client, live_gateway):
 
 def test_client_disconnect_mid_stream(live_gateway, client):
     with httpx.stream(
-        "POST", f"{live_gateway.url}/v1/chat/completions", headers=live_gateway.headers(),
-        json={"model": "support", "stream": True, "max_tokens": 200, "temperature": 1.0,
-              "messages": [{"role": "user", "content": PROMPTS[0]}]}, timeout=60,
+        "POST",
+        f"{live_gateway.url}/v1/chat/completions",
+        headers=live_gateway.headers(),
+        json={
+            "model": "support",
+            "stream": True,
+            "max_tokens": 200,
+            "temperature": 1.0,
+            "messages": [{"role": "user", "content": PROMPTS[0]}],
+        },
+        timeout=60,
     ) as r:
         assert r.status_code == 200
         for _ in r.iter_raw():
             break  # hang up after the first chunk
     assert ask(client, "support", PROMPTS[0])
     metrics = httpx.get(f"{live_gateway.url}/metrics").text
-    assert 'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="support"}' \
-        in metrics
+    assert (
+        'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="support"}' in metrics
+    )
 
 
 def test_health_ready_and_metrics(live_gateway):

@@ -28,11 +28,18 @@ def replicas(demo_build, redis_server, tmp_path_factory) -> Iterator[tuple[LiveG
 
     root = tmp_path_factory.mktemp("replicas")
     keys = {"acme": new_key(), "narrow": new_key(), "metered": new_key()}
-    tunes, policies = write_setup(root, keys, METERED % hash_key(keys["metered"]),
-                                  default="default:\n  limits: {requests_per_minute: 1000}\n")
+    tunes, policies = write_setup(
+        root,
+        keys,
+        METERED % hash_key(keys["metered"]),
+        default="default:\n  limits: {requests_per_minute: 1000}\n",
+    )
     admin = new_key()
-    env = {"TUNEGATE_REDIS_URL": redis_server.url, "TUNEGATE_REDIS_PREFIX": "rep:",
-           "TUNEGATE_VERSION_CHECK_S": "0.5"}
+    env = {
+        "TUNEGATE_REDIS_URL": redis_server.url,
+        "TUNEGATE_REDIS_PREFIX": "rep:",
+        "TUNEGATE_VERSION_CHECK_S": "0.5",
+    }
     with ExitStack() as stack:
         a = stack.enter_context(gateway_process(root, tunes, policies, keys, admin, env, "a"))
         b = stack.enter_context(gateway_process(root, tunes, policies, keys, admin, env, "b"))
@@ -40,10 +47,17 @@ def replicas(demo_build, redis_server, tmp_path_factory) -> Iterator[tuple[LiveG
 
 
 def chat(gw: LiveGateway, key: str, model: str = "default") -> httpx.Response:
-    return httpx.post(f"{gw.url}/v1/chat/completions", timeout=60,
-                      headers={"Authorization": f"Bearer {key}"},
-                      json={"model": model, "max_tokens": 4, "temperature": 0,
-                            "messages": [{"role": "user", "content": "Hello"}]})
+    return httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": model,
+            "max_tokens": 4,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Hello"}],
+        },
+    )
 
 
 def wait_until(check, timeout: float = 1.0) -> float:
@@ -110,8 +124,10 @@ def test_redis_killed_and_restarted(replicas, redis_server):
         assert r.status_code == 503 and r.json()["error"]["code"] == "state_unavailable"
         assert httpx.get(f"{a.url}/healthz").status_code == 200
         metrics = httpx.get(f"{a.url}/metrics").text
-        assert 'tunegate_store_fallbacks_total{decision="fail_closed",operation="rate_limit"}' \
+        assert (
+            'tunegate_store_fallbacks_total{decision="fail_closed",operation="rate_limit"}'
             in metrics
+        )
     finally:
         redis_server.start()  # same port, empty: a restart that lost everything
     # Nothing locks a tenant out: the policy file's keys come back, counters start afresh.

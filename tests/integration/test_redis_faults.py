@@ -21,11 +21,11 @@ default:
   limits: {{requests_per_minute: 4, max_concurrent: 2}}
 tenants:
   - name: acme
-    keys: [{{id: acme-1, sha256: {hash_key(KEYS['acme'])}}}]
+    keys: [{{id: acme-1, sha256: {hash_key(KEYS["acme"])}}}]
     tunes: [support, legal]
     default_tune: legal
   - name: narrow
-    keys: [{{id: narrow-1, sha256: {hash_key(KEYS['narrow'])}}}]
+    keys: [{{id: narrow-1, sha256: {hash_key(KEYS["narrow"])}}}]
     tunes: [support]
 """
 
@@ -43,28 +43,29 @@ async def make_client(tmp_path, redis_server, **overrides):
 @pytest.fixture
 async def fail_closed(tmp_path, redis_server):
     app, store, engine = await make_client(tmp_path, redis_server)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gw") as c:
-            yield c, store, engine
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw"
+    ) as c:
+        yield c, store, engine
 
 
 @pytest.fixture
 async def local(tmp_path, redis_server):
-    app, store, engine = await make_client(tmp_path, redis_server,
-                                           rate_limit_fallback="local", replicas=2)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gw") as c:
-            yield c, store, engine
+    app, store, engine = await make_client(
+        tmp_path, redis_server, rate_limit_fallback="local", replicas=2
+    )
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw"
+    ) as c:
+        yield c, store, engine
 
 
 async def test_redis_down_fails_closed(fail_closed, redis_server, validate_schema):
-    client, store, _ = fail_closed
-    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth())).status_code \
-        == 200
-    created = await client.post("/admin/tenants/narrow/keys", json={},
-                                headers={"Authorization": f"Bearer {ADMIN}"})
+    client, _, _ = fail_closed
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth())).status_code == 200
+    created = await client.post(
+        "/admin/tenants/narrow/keys", json={}, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
     unseen = created.json()["key"]
     redis_server.stop()
     try:
@@ -92,18 +93,21 @@ async def test_local_fallback_divides_limits_by_replicas(local, redis_server):
     client, _, _ = local
     redis_server.stop()
     try:
-        codes = [(await client.post("/v1/chat/completions", json=CHAT, headers=auth())
-                  ).status_code for _ in range(3)]
+        codes = [
+            (await client.post("/v1/chat/completions", json=CHAT, headers=auth())).status_code
+            for _ in range(3)
+        ]
         assert codes == [200, 200, 429]  # 4 per minute over 2 replicas = 2 here
         metrics = (await client.get("/metrics")).text
-        assert ('tunegate_store_fallbacks_total{decision="local",operation="rate_limit"} 3.0'
-                in metrics)
+        assert (
+            'tunegate_store_fallbacks_total{decision="local",operation="rate_limit"} 3.0' in metrics
+        )
     finally:
         redis_server.start()
 
 
 async def test_slow_redis_times_out_quickly(fail_closed, redis_server):
-    client, store, _ = fail_closed
+    client, _, _ = fail_closed
     r = aioredis.Redis.from_url(redis_server.url)
     # Block the server for a moment: every operation in that window times out.
     pause = asyncio.create_task(r.execute_command("DEBUG", "SLEEP", "0.6"))
@@ -122,8 +126,7 @@ async def test_flush_recovers_without_lockout(fail_closed, redis_server):
     client, store, _ = fail_closed
     for _ in range(4):
         await client.post("/v1/chat/completions", json=CHAT, headers=auth())
-    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth())
-            ).status_code == 429
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth())).status_code == 429
     r = aioredis.Redis.from_url(redis_server.url)
     await r.flushall()
     await r.aclose()
@@ -163,7 +166,8 @@ async def test_slots_return_to_zero_under_random_faults(fail_closed):
         try:
             r = await asyncio.wait_for(
                 client.post("/v1/chat/completions", json=body, headers=limited),
-                timeout=rng.choice([0.005, 5.0]))
+                timeout=rng.choice([0.005, 5.0]),
+            )
             return r.status_code
         except TimeoutError:
             return 0  # the client gave up mid-request

@@ -50,7 +50,9 @@ async def test_bindings_and_history(store):
     assert await store.get_binding("acme") == "support"
     history = await store.binding_history("acme")
     assert [(h.from_tune, h.to_tune, h.actor) for h in history] == [
-        ("legal", "support", "ops2"), (None, "legal", "ops")]
+        ("legal", "support", "ops2"),
+        (None, "legal", "ops"),
+    ]
 
 
 async def test_request_limit_trips_exactly_at_the_limit(store):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.catalogue import TuneCatalogue, adapter_id
-from gateway.settings import Settings
 from gateway.policy import load_policy
+from gateway.settings import Settings
 from gateway.yamlconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,11 +66,19 @@ def test_adapter_ids_are_stable():
         ("name: alpha\nbase_model: b\nadapter_path: w\nrank: zero\n", "rank", 4, "integer"),
         ("name: alpha\nbase_model: b\nrank: 8\n", "adapter_path", 1, "required"),
         ("name: Bad Name\nbase_model: b\nadapter_path: w\nrank: 8\n", "name", 1, "pattern"),
-        ("name: alpha\nbase_model: b\nadapter_path: w\nrank: 8\nextra: 1\n", "extra", 5,
-         "not permitted"),
+        (
+            "name: alpha\nbase_model: b\nadapter_path: w\nrank: 8\nextra: 1\n",
+            "extra",
+            5,
+            "not permitted",
+        ),
         ("name: beta\nbase_model: b\nadapter_path: w\nrank: 8\n", "name", None, "folder"),
-        ("name: alpha\nbase_model: other\nadapter_path: w\nrank: 8\n", "base_model", None,
-         "serves"),
+        (
+            "name: alpha\nbase_model: other\nadapter_path: w\nrank: 8\n",
+            "base_model",
+            None,
+            "serves",
+        ),
         ("name: [alpha\n", None, 2, "invalid YAML"),
     ],
 )
@@ -93,12 +101,23 @@ def policy(tmp_path: Path, body: str) -> Path:
 @pytest.mark.parametrize(
     "body,field,fragment",
     [
-        (f"tenants:\n  - name: a\n    keys: [{{id: k, sha256: {HASH}}}]\n    tunes: [x]\n"
-         "    default_tune: y\n", "tenants.0", "default_tune"),
-        ("tenants:\n  - name: a\n    keys: [{id: k, sha256: plaintext-key}]\n",
-         "tenants.0.keys.0.sha256", "pattern"),
-        (f"tenants:\n  - name: a\n    keys: [{{id: k, sha256: {HASH}}}]\n"
-         f"  - name: b\n    keys: [{{id: j, sha256: {HASH}}}]\n", None, "reuses a key hash"),
+        (
+            f"tenants:\n  - name: a\n    keys: [{{id: k, sha256: {HASH}}}]\n    tunes: [x]\n"
+            "    default_tune: y\n",
+            "tenants.0",
+            "default_tune",
+        ),
+        (
+            "tenants:\n  - name: a\n    keys: [{id: k, sha256: plaintext-key}]\n",
+            "tenants.0.keys.0.sha256",
+            "pattern",
+        ),
+        (
+            f"tenants:\n  - name: a\n    keys: [{{id: k, sha256: {HASH}}}]\n"
+            f"  - name: b\n    keys: [{{id: j, sha256: {HASH}}}]\n",
+            None,
+            "reuses a key hash",
+        ),
         ("tenants:\n  - name: a\n    tunes: [ghost]\n", "tenants.0.tunes.0", "not in the tune"),
         ("tenants:\n  - name: a\n  - name: a\n", None, "declared twice"),
     ],
@@ -112,7 +131,9 @@ def test_bad_policies_are_refused_clearly(tmp_path, body, field, fragment):
 
 
 def test_bad_policy_error_has_line(tmp_path):
-    root = policy(tmp_path, "tenants:\n  - name: a\n    keys:\n      - id: k\n        sha256: nope\n")
+    root = policy(
+        tmp_path, "tenants:\n  - name: a\n    keys:\n      - id: k\n        sha256: nope\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_policy(root)
     assert info.value.line == 5

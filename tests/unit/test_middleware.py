@@ -14,15 +14,22 @@ async def echo_app(scope, receive, send):
     message = await receive()
     body = message.get("body", b"")
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body",
-                "body": orjson.dumps({"len": len(body), "rid": scope.get("state", {}).get(
-                    "request_id")})})
+    await send(
+        {
+            "type": "http.response.body",
+            "body": orjson.dumps(
+                {"len": len(body), "rid": scope.get("state", {}).get("request_id")}
+            ),
+        }
+    )
 
 
 async def call(app, chunks, headers=()):
     scope = {"type": "http", "method": "POST", "path": "/", "headers": list(headers)}
-    queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-             for i, c in enumerate(chunks)]
+    queue = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
     sent = []
 
     async def receive():
