@@ -80,6 +80,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.audit.verify import verify_path
+
+    result = verify_path(Path(args.path))
+    print(result.message, file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tunegate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate = sub.add_parser("validate", help="validate tunes/ and policies/")
     validate.set_defaults(func=_validate)
     from gateway.cli_admin import add_admin_commands, run_admin
+
+    audit = sub.add_parser("audit", help="audit log tools").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="check the hash chain; exit 1 at the first break")
+    verify.add_argument("path", help="the audit folder (or one audit-*.jsonl file)")
+    verify.set_defaults(func=_verify_audit)
 
     add_admin_commands(sub)
     policy = sub.add_parser("policy", help="validate or reload the policy").add_subparsers(

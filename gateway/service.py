@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from gateway.audit import AuditSink
 from gateway.catalogue import Tune, TuneCatalogue
 from gateway.engine import Adapter, Engine, EngineRequest, Output
 from gateway.errors import ContextLengthError, EngineUnavailableError, ModelNotFoundError
@@ -65,7 +66,9 @@ class Gateway:
         limiter: Limiter,
         engine: Engine,
         metrics: Metrics,
+        audit: AuditSink,
     ) -> None:
+        self.audit = audit
         self.catalogue = catalogue
         self.state = state
         self.limiter = limiter

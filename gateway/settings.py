@@ -49,4 +49,9 @@ class Settings(BaseSettings):
     replicas: int = Field(1, ge=1, description="gateway replicas sharing Redis (local fallback)")
     slot_lease_s: float = Field(600.0, gt=0, description="a crashed request's slot frees after")
     version_check_s: float = Field(2.0, gt=0)
+    audit_dir: Path = Path(".tunegate/audit")
+    audit_mode: Literal["spool", "fail_closed"] = "spool"
+    audit_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    audit_timeout_s: float = Field(1.0, gt=0)
+    audit_commit_interval_s: float = Field(0.05, ge=0, le=0.05)
     engine: EngineSettings = EngineSettings()

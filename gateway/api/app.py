@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from gateway.api.admin_routes import router as admin_router
+from gateway.audit.file_sink import FileAuditSink
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.openai_routes import router as openai_router
@@ -79,7 +80,17 @@ def create_app(
         on_fallback=fallback,
         on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc(),
     )
-    gateway = Gateway(catalogue, state, limiter, engine or _default_engine(settings), metrics)
+    audit = FileAuditSink(
+        settings.audit_dir,
+        max_bytes=settings.audit_max_bytes,
+        mode=settings.audit_mode,
+        timeout_s=settings.audit_timeout_s,
+        commit_interval_s=settings.audit_commit_interval_s,
+        on_event=lambda event: metrics.audit_events.labels(event).inc(),
+    )
+    gateway = Gateway(
+        catalogue, state, limiter, engine or _default_engine(settings), metrics, audit
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,6 +105,7 @@ def create_app(
                 gateway.engine_failure = type(exc).__name__
                 log.exception("engine failed to start")
 
+        await audit.start()
         await state.start()
         task = asyncio.create_task(start_engine())
         try:
@@ -104,6 +116,7 @@ def create_app(
                 await task
             await state.stop()
             await gateway.engine.stop()
+            await audit.close()
             await store.close()
 
     app = FastAPI(

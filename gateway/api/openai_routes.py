@@ -62,17 +62,35 @@ def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     gw = _gateway(request)
-    principal = await gw.authenticate(request.headers.get("authorization"))
+    t = Tracker(gw, "models", request.state.request_id)
+    try:
+        principal = await gw.authenticate(request.headers.get("authorization"))
+    except Exception as exc:
+        _failed(t, exc)
+        raise
+    t.tenant, t.key_id = principal.tenant.name, principal.key_id
+    t.done(200)
+    await t.durable()
     return _json(render.models_body(gw.visible_models(principal), gw.created))
+
+
+def _failed(t: Tracker, exc: BaseException) -> None:
+    """Audit a request that ends in an error (any error: a 500 is recorded too)."""
+    if isinstance(exc, GatewayError):
+        t.done(exc.status, code=exc.code)
+    elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        t.done(CLIENT_CLOSED, code="client_closed")
+    else:
+        t.done(500, code="internal_error")
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     gw = _gateway(request)
-    t = Tracker(gw, "chat")
+    t = Tracker(gw, "chat", request.state.request_id)
     try:
         principal = await gw.authenticate(request.headers.get("authorization"))
-        t.tenant = principal.tenant.name
+        t.tenant, t.key_id = principal.tenant.name, principal.key_id
         body = _parse(ChatRequest, await request.body())
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -86,8 +104,8 @@ async def chat_completions(request: Request) -> Response:
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
         admission = await gw.admit(principal, ereq)
-    except GatewayError as exc:
-        t.done(exc.status)
+    except BaseException as exc:
+        _failed(t, exc)
         raise
     usage = bool(body.stream_options and body.stream_options.include_usage)
     return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage, chat=True)
@@ -96,10 +114,10 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     gw = _gateway(request)
-    t = Tracker(gw, "completions")
+    t = Tracker(gw, "completions", request.state.request_id)
     try:
         principal = await gw.authenticate(request.headers.get("authorization"))
-        t.tenant = principal.tenant.name
+        t.tenant, t.key_id = principal.tenant.name, principal.key_id
         body = _parse(CompletionRequest, await request.body())
         gw.check_policy(principal, body.model_fields_set, [body.prompt_text()], "prompt")
         resolved = await gw.resolve(principal, body.model)
@@ -107,8 +125,8 @@ async def completions(request: Request) -> Response:
         rid = f"cmpl-{uuid.uuid4().hex}"
         ereq = gw.prepare_completion(rid, principal, resolved, body.prompt_text(), _sampling(body))
         admission = await gw.admit(principal, ereq)
-    except GatewayError as exc:
-        t.done(exc.status)
+    except BaseException as exc:
+        _failed(t, exc)
         raise
     usage = bool(body.stream_options and body.stream_options.include_usage)
     return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage, chat=False)
@@ -133,7 +151,8 @@ async def _answer(
             await admission.finish(c.prompt_tokens + c.completion_tokens)
             t.first_token()
             t.tokens(c.prompt_tokens, c.completion_tokens)
-            t.done(200)
+            t.done(200, finish_reason=c.finish_reason)
+            await t.durable()  # a 2xx goes out only once its audit record is committed
             make = render.chat_body if chat else render.completion_body
             return _json(make(ereq.request_id, created, resolved.model, c), admission.headers)
         outputs = gw.stream(ereq).__aiter__()
@@ -141,12 +160,12 @@ async def _answer(
         first = await until_disconnect(request.receive, outputs.__anext__())
     except ClientDisconnected:
         await admission.finish(None)
-        t.done(CLIENT_CLOSED)
+        t.done(CLIENT_CLOSED, code="client_closed")
         return Response(status_code=CLIENT_CLOSED)
     except BaseException as exc:
         await admission.finish(None)
+        _failed(t, exc)
         if isinstance(exc, GatewayError):
-            t.done(exc.status)
             exc.headers = {**admission.headers, **exc.headers}
         raise
     t.first_token()
@@ -201,7 +220,6 @@ async def _events(
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
             return render.completion_chunk(rid, created, model, text, finish)
 
-    status = 200
     last = first
     try:
         out: Output | None = first
@@ -220,14 +238,17 @@ async def _events(
             payload["choices"] = []
             payload["usage"] = render.usage(last.prompt_tokens, last.completion_tokens)
             yield render.sse(payload)
+        t.tokens(last.prompt_tokens, last.completion_tokens)
+        t.done(200, finish_reason=last.finish_reason)
+        await t.durable()  # `[DONE]` goes out only once the audit record is committed
         yield render.DONE
     except GatewayError as exc:
-        status = exc.status
+        t.tokens(last.prompt_tokens, last.completion_tokens)
+        t.done(exc.status, code=exc.code)
         yield render.sse_error(exc)
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
+    except BaseException as exc:
+        t.tokens(last.prompt_tokens, last.completion_tokens)
+        _failed(t, exc)
         raise
     finally:
         await admission.finish(last.prompt_tokens + last.completion_tokens)
-        t.tokens(last.prompt_tokens, last.completion_tokens)
-        t.done(status)

@@ -38,4 +38,5 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     gw.metrics.engine_ready.set(1 if gw.engine.ready else 0)
+    gw.metrics.audit_queue_depth.set(gw.audit.depth())
     return Response(gw.metrics.render(), media_type=gw.metrics.content_type)

@@ -1,37 +1,102 @@
-"""Per-request bookkeeping: the request metrics, recorded once whatever the outcome."""
+"""Per-request bookkeeping: metrics and exactly one audit record, whatever the outcome."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 from gateway.service import Gateway
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "decision_of"]
+
+
+def decision_of(status: int, finish_reason: str | None) -> str:
+    if status == 499:
+        return "cut_off"
+    if finish_reason == "content_filter" or status == 451:
+        return "blocked"
+    if status < 300:
+        return "served"
+    return "denied" if status < 500 else "failed"
 
 
 class Tracker:
-    __slots__ = ("_done", "gw", "route", "start", "tenant", "tune")
+    __slots__ = (
+        "_future",
+        "audit",
+        "gw",
+        "key_id",
+        "route",
+        "start",
+        "tenant",
+        "tune",
+        "request_id",
+        "findings",
+        "prompt_tokens",
+        "completion_tokens",
+        "content",
+    )
 
-    def __init__(self, gw: Gateway, route: str) -> None:
+    def __init__(self, gw: Gateway, route: str, request_id: str) -> None:
         self.gw = gw
         self.route = route
+        self.request_id = request_id
         self.tenant = ""
+        self.key_id = ""
         self.tune = "none"
         self.start = time.perf_counter()
-        self._done = False
+        self.findings: list[str] = []
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.content: dict[str, Any] = {}
+        self._future: asyncio.Future[None] | None = None
 
     def first_token(self) -> None:
         self.gw.metrics.ttft.labels(self.tune).observe(time.perf_counter() - self.start)
 
     def tokens(self, prompt: int, completion: int) -> None:
+        self.prompt_tokens, self.completion_tokens = prompt, completion
         m = self.gw.metrics.tokens
         m.labels(self.tenant, self.tune, "prompt").inc(prompt)
         m.labels(self.tenant, self.tune, "completion").inc(completion)
 
-    def done(self, status: int) -> None:
-        if self._done:
+    def done(
+        self,
+        status: int,
+        *,
+        code: str | None = None,
+        finish_reason: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Record the outcome once: metrics now, the audit record queued for the writer."""
+        if self._future is not None:
             return
-        self._done = True
+        elapsed = time.perf_counter() - self.start
         m = self.gw.metrics
         m.requests.labels(self.route, self.tenant, self.tune, f"{status // 100}xx").inc()
-        m.request_duration.labels(self.route, self.tune).observe(time.perf_counter() - self.start)
+        m.request_duration.labels(self.route, self.tune).observe(elapsed)
+        record = {
+            "ts": round(time.time(), 3),
+            "request_id": self.request_id,
+            "route": self.route,
+            "tenant": self.tenant or None,
+            "key_id": self.key_id or None,
+            "tune": self.tune,
+            "version": version,
+            "decision": decision_of(status, finish_reason),
+            "status": status,
+            "code": code,
+            "finish_reason": finish_reason,
+            "findings": self.findings,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": round(elapsed * 1000, 2),
+            **self.content,
+        }
+        self._future = self.gw.audit.submit(record)
+
+    async def durable(self) -> None:
+        """Wait until the audit record is committed (or spooled / refused, as configured)."""
+        if self._future is not None:
+            await self.gw.audit.wait(self._future)

@@ -92,5 +92,18 @@ class Metrics:
             registry=r,
         )
 
+        self.audit_events = Counter(
+            "tunegate_audit_events",
+            "Audit writer events: committed batches, write errors, "
+            "records spooled, requests refused (fail_closed).",
+            ["event"],
+            registry=r,
+        )
+        self.audit_queue_depth = Gauge(
+            "tunegate_audit_queue_depth",
+            "Audit records waiting for the writer.",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -87,6 +87,7 @@ def write_config(root: Path) -> Settings:
         "    tunes: [support]\n"
     )
     return Settings(
+        audit_dir=root / "audit",
         tunes_dir=tunes,
         policies_dir=policies,
         admin_token=ADMIN,

@@ -128,6 +128,7 @@ def gateway_process(
         "TUNEGATE_ADMIN_TOKEN": admin,
         "TUNEGATE_ENGINE__MODEL_PATH": str(BUILD / "base"),
         "TUNEGATE_MAX_BODY_BYTES": "65536",
+        "TUNEGATE_AUDIT_DIR": str(root / f"audit-{name}"),
         "VLLM_CPU_KVCACHE_SPACE": "1",
         **(extra_env or {}),
     }

@@ -43,9 +43,10 @@ async def make_client(tmp_path, redis_server, **overrides):
 @pytest.fixture
 async def fail_closed(tmp_path, redis_server):
     app, store, engine = await make_client(tmp_path, redis_server)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
+    ):
         yield c, store, engine
 
 
@@ -54,9 +55,10 @@ async def local(tmp_path, redis_server):
     app, store, engine = await make_client(
         tmp_path, redis_server, rate_limit_fallback="local", replicas=2
     )
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
+    ):
         yield c, store, engine
 
 
