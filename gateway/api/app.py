@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from gateway.api.admin_routes import router as admin_router
-from gateway.audit.file_sink import FileAuditSink
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.openai_routes import router as openai_router
 from gateway.api.ops_routes import router as ops_router
+from gateway.audit.file_sink import FileAuditSink
 from gateway.catalogue import TuneCatalogue
 from gateway.engine import Engine
 from gateway.limits import Limiter

@@ -25,17 +25,17 @@ class Tracker:
     __slots__ = (
         "_future",
         "audit",
+        "completion_tokens",
+        "content",
+        "findings",
         "gw",
         "key_id",
+        "prompt_tokens",
+        "request_id",
         "route",
         "start",
         "tenant",
         "tune",
-        "request_id",
-        "findings",
-        "prompt_tokens",
-        "completion_tokens",
-        "content",
     )
 
     def __init__(self, gw: Gateway, route: str, request_id: str) -> None:

@@ -47,15 +47,17 @@ async def test_hang_up_mid_stream_frees_slot_and_is_audited(tmp_path, engine):
         await asyncio.sleep(0.01)
     try:
         body = {"model": "support", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
-            async with c.stream(
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c,
+            c.stream(
                 "POST",
                 "/v1/chat/completions",
                 json=body,
                 headers={**auth("narrow"), "x-request-id": "bye"},
-            ) as r:
-                async for _ in r.aiter_bytes():
-                    break
+            ) as r,
+        ):
+            async for _ in r.aiter_bytes():
+                break
         await asyncio.wait_for(aborted.wait(), 1.0)  # the engine request ends within a second
         await asyncio.sleep(0.1)
         assert await app.state.gateway.state.store.slots_in_use("narrow") == 0
