@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.postprocess.formatting import FormatProfile
 from gateway.yamlconfig import ConfigError, load_yaml_model
 
 __all__ = ["NAME_PATTERN", "Tune", "TuneCatalogue", "TuneManifest", "adapter_id"]
@@ -27,6 +28,7 @@ class TuneManifest(BaseModel):
     base_model: str = Field(min_length=1)
     adapter_path: str = Field(min_length=1)
     rank: int = Field(ge=1, le=512)
+    format: FormatProfile | None = None
 
 
 def adapter_id(name: str) -> int:
@@ -42,6 +44,7 @@ class Tune:
     adapter_path: Path
     rank: int
     adapter_id: int
+    format: FormatProfile | None = None
 
 
 def _load_manifest(path: Path) -> Tune:
@@ -60,6 +63,7 @@ def _load_manifest(path: Path) -> Tune:
         adapter_path=adapter,
         rank=manifest.rank,
         adapter_id=adapter_id(manifest.name),
+        format=manifest.format,
     )
 
 

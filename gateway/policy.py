@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.catalogue import NAME_PATTERN
+from gateway.postprocess.formatting import FormatProfile
+from gateway.safety import RuleSet, SafetyConfig, compile_rules
 from gateway.yamlconfig import ConfigError, field_line, load_yaml_model
 
 __all__ = [
@@ -93,10 +96,16 @@ def _known(params: list[str] | None) -> list[str] | None:
     return params
 
 
+AuditContent = Literal["omit", "hash", "redact"]
+
+
 class Defaults(_Strict):
     limits: Limits = Limits()
     allowed_parameters: list[str] | None = None
     input_rules: InputRules = InputRules()
+    safety: SafetyConfig = SafetyConfig()
+    format: FormatProfile | None = None
+    audit_content: AuditContent = "omit"
 
     _check_params = field_validator("allowed_parameters")(_known)
 
@@ -109,6 +118,9 @@ class TenantSpec(_Strict):
     limits: Limits = Limits()
     allowed_parameters: list[str] | None = None
     input_rules: InputRules = InputRules()
+    safety: SafetyConfig | None = None
+    format: FormatProfile | None = None
+    audit_content: AuditContent | None = None
 
     _check_params = field_validator("allowed_parameters")(_known)
 
@@ -158,6 +170,10 @@ class Tenant:
     allowed_parameters: frozenset[str] | None = None
     max_messages: int | None = None
     deny_patterns: tuple[tuple[str, re.Pattern[str]], ...] = field(default=())
+    safety_input: RuleSet | None = None
+    safety_output: RuleSet | None = None
+    format: FormatProfile | None = None
+    audit_content: str = "omit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +198,8 @@ def _merge_limits(base: Limits, over: Limits) -> EffectiveLimits:
 
 def _tenant(spec: TenantSpec, defaults: Defaults) -> Tenant:
     rules = [*defaults.input_rules.deny_patterns, *spec.input_rules.deny_patterns]
+    # A tenant's safety section replaces the default's (so a tenant can tighten or relax it).
+    safety = spec.safety if spec.safety is not None else defaults.safety
     params = (
         spec.allowed_parameters
         if spec.allowed_parameters is not None
@@ -200,6 +218,10 @@ def _tenant(spec: TenantSpec, defaults: Defaults) -> Tenant:
         allowed_parameters=frozenset(params) if params is not None else None,
         max_messages=max_messages,
         deny_patterns=tuple((r.id, re.compile(r.pattern)) for r in rules),
+        safety_input=compile_rules(safety.input) if safety.input else None,
+        safety_output=compile_rules(safety.output) if safety.output else None,
+        format=spec.format if spec.format is not None else defaults.format,
+        audit_content=spec.audit_content or defaults.audit_content,
     )
 
 

@@ -6,19 +6,61 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from gateway.audit import AuditSink
 from gateway.catalogue import Tune, TuneCatalogue
 from gateway.engine import Adapter, Engine, EngineRequest, Output
-from gateway.errors import ContextLengthError, EngineUnavailableError, ModelNotFoundError
+from gateway.errors import (
+    ContextLengthError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServerError,
+)
 from gateway.limits import Admission, Limiter
 from gateway.observability import Metrics
 from gateway.policy_checks import check_request
+from gateway.postprocess import OutputPipeline
 from gateway.shared_state import Principal, SharedState
 
 __all__ = ["Completion", "Gateway", "Resolved", "Sampling", "adapter_of"]
 
 DEFAULT_MODEL = "default"
+
+
+class OutputInvalidError(ServerError):
+    status = 502
+    default_code = "output_invalid"
+
+
+def check_structured(request: EngineRequest, text: str, finish: str) -> None:
+    """Structured answers are validated after generation (a cut-off answer is left as it is)."""
+    if request.structured is None or finish != "stop":
+        return
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise OutputInvalidError("The model's answer was not valid JSON.") from None
+    schema = request.structured.get("json")
+    if schema is not None:
+        from jsonschema import Draft202012Validator
+
+        error = next(Draft202012Validator(schema).iter_errors(value), None)
+        if error is not None:
+            raise OutputInvalidError(
+                f"The model's answer did not match the schema ({error.message[:200]})."
+            )
+
+
+class ContentPolicyError(InvalidRequestError):
+    """Input refused by a safety rule; carries the rule id (never the matched text)."""
+
+    def __init__(self, message: str, *, rule: str, **kw: str) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.rule = rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +84,7 @@ class Sampling:
     seed: int | None
     presence_penalty: float | None
     frequency_penalty: float | None
+    structured: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +158,53 @@ class Gateway:
             if tune is None:
                 raise ModelNotFoundError(model)
             return Resolved(tune.name, tune)
+
+    def output_pipeline(
+        self, principal: Principal, resolved: Resolved, *, structured: bool = False
+    ) -> OutputPipeline:
+        """Output safety from the tenant; the format profile from the tune, tenant on top.
+
+        A structured (JSON) answer keeps its text as generated: no disclaimer, no whitespace
+        rewriting, which would break the JSON; safety rules still apply.
+        """
+        tenant = principal.tenant
+        tune_profile = resolved.tune.format if resolved.tune else None
+        profile = tune_profile.merged(tenant.format) if tune_profile else tenant.format
+        if structured and profile is not None:
+            profile = profile.model_copy(update={"disclaimer": None, "normalize_whitespace": False})
+        metric = self.metrics.safety_findings
+        return OutputPipeline(
+            rules=tenant.safety_output,
+            profile=profile,
+            on_finding=lambda rule, action: metric.labels(rule, action).inc(),
+        )
+
+    def scan_input(
+        self, principal: Principal, texts: list[str], field: str, findings: list[str]
+    ) -> list[str]:
+        """Input safety: block (400), redact (the engine sees the redacted text) or flag."""
+        rules = principal.tenant.safety_input
+        if rules is None:
+            return texts
+        from gateway.safety import scan
+
+        out = []
+        with self.stage("input_safety"):
+            for text in texts:
+                result = scan(text, rules)
+                for finding in result.findings:
+                    self.metrics.safety_findings.labels(finding.rule_id, finding.action).inc()
+                    if finding.rule_id not in findings:
+                        findings.append(finding.rule_id)
+                if result.blocked:
+                    raise ContentPolicyError(
+                        f"The input was blocked by safety rule `{result.blocking_rule}`.",
+                        param=field,
+                        code="content_policy_violation",
+                        rule=result.blocking_rule or "",
+                    )
+                out.append(result.text)
+        return out
 
     def visible_models(self, principal: Principal) -> list[tuple[str, str | None]]:
         """(id, parent) for the base model and each tune the tenant may use."""
@@ -195,7 +285,19 @@ class Gateway:
             presence_penalty=s.presence_penalty or 0.0,
             frequency_penalty=s.frequency_penalty or 0.0,
             adapter=adapter_of(resolved.tune) if resolved.tune else None,
+            structured=s.structured or self._profile_structure(principal, resolved),
         )
+
+    def _profile_structure(self, principal: Principal, resolved: Resolved) -> dict[str, Any] | None:
+        tune_profile = resolved.tune.format if resolved.tune else None
+        profile = (
+            tune_profile.merged(principal.tenant.format)
+            if tune_profile
+            else (principal.tenant.format)
+        )
+        if profile is not None and profile.json_schema is not None:
+            return {"json": profile.json_schema}
+        return None
 
     async def admit(self, principal: Principal, request: EngineRequest) -> Admission:
         with self.stage("admit"):
@@ -208,16 +310,32 @@ class Gateway:
         async for out in self.engine.stream(request):
             yield out
 
-    async def complete(self, request: EngineRequest) -> Completion:
+    async def complete(self, request: EngineRequest, post: OutputPipeline) -> Completion:
+        """The whole answer, post-processed; stops the engine early when post-processing ends it."""
         parts: list[str] = []
         last: Output | None = None
-        async for out in self.stream(request):
-            parts.append(out.text)
-            last = out
-        if last is None or last.finish_reason is None:
+        finish: str | None = None
+        outputs = self.stream(request)
+        try:
+            async for out in outputs:
+                last = out
+                step = post.feed(out.text)
+                parts.append(step.emit)
+                if step.finish_reason is not None:
+                    finish = step.finish_reason
+                    break
+        finally:
+            await outputs.aclose()  # aborts the engine request if it is still running
+        if last is None or (finish is None and last.finish_reason is None):
             raise EngineUnavailableError("The engine ended the request without an answer.")
+        if finish is None:
+            with self.stage("postprocess"):
+                step = post.finish()
+            parts.append(step.emit)
+            finish = step.finish_reason or last.finish_reason
+        check_structured(request, "".join(parts), finish or "stop")
         return Completion(
-            "".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens
+            "".join(parts), finish or "stop", last.prompt_tokens, last.completion_tokens
         )
 
     async def load_adapter(self, adapter: Adapter) -> None:

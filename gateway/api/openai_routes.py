@@ -21,7 +21,8 @@ from gateway.api.wire import ChatRequest, CompletionRequest
 from gateway.engine import EngineRequest, Output
 from gateway.errors import GatewayError
 from gateway.limits import Admission
-from gateway.service import Gateway, Resolved, Sampling
+from gateway.postprocess import OutputPipeline
+from gateway.service import Gateway, Resolved, Sampling, check_structured
 
 __all__ = ["router"]
 
@@ -56,6 +57,11 @@ def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
         seed=body.seed,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
+        structured=(
+            body.response_format.structured()
+            if isinstance(body, ChatRequest) and body.response_format
+            else None
+        ),
     )
 
 
@@ -99,6 +105,10 @@ async def chat_completions(request: Request) -> Response:
         gw.check_policy(
             principal, body.model_fields_set, [m["content"] for m in messages], "messages"
         )
+        t.audit_mode = principal.tenant.audit_content
+        t.prompt_text = "\n".join(m["content"] for m in messages)
+        texts = gw.scan_input(principal, [m["content"] for m in messages], "messages", t.findings)
+        messages = [{**m, "content": text} for m, text in zip(messages, texts, strict=True)]
         resolved = await gw.resolve(principal, body.model)
         t.tune = resolved.label
         rid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -108,7 +118,10 @@ async def chat_completions(request: Request) -> Response:
         _failed(t, exc)
         raise
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage, chat=True)
+    post = gw.output_pipeline(principal, resolved, structured=ereq.structured is not None)
+    return await _answer(
+        request, gw, t, admission, ereq, resolved, body.stream, usage, chat=True, post=post
+    )
 
 
 @router.post("/v1/completions")
@@ -120,16 +133,22 @@ async def completions(request: Request) -> Response:
         t.tenant, t.key_id = principal.tenant.name, principal.key_id
         body = _parse(CompletionRequest, await request.body())
         gw.check_policy(principal, body.model_fields_set, [body.prompt_text()], "prompt")
+        t.audit_mode = principal.tenant.audit_content
+        t.prompt_text = body.prompt_text()
+        (prompt,) = gw.scan_input(principal, [body.prompt_text()], "prompt", t.findings)
         resolved = await gw.resolve(principal, body.model)
         t.tune = resolved.label
         rid = f"cmpl-{uuid.uuid4().hex}"
-        ereq = gw.prepare_completion(rid, principal, resolved, body.prompt_text(), _sampling(body))
+        ereq = gw.prepare_completion(rid, principal, resolved, prompt, _sampling(body))
         admission = await gw.admit(principal, ereq)
     except BaseException as exc:
         _failed(t, exc)
         raise
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _answer(request, gw, t, admission, ereq, resolved, body.stream, usage, chat=False)
+    post = gw.output_pipeline(principal, resolved, structured=ereq.structured is not None)
+    return await _answer(
+        request, gw, t, admission, ereq, resolved, body.stream, usage, chat=False, post=post
+    )
 
 
 async def _answer(
@@ -143,14 +162,17 @@ async def _answer(
     include_usage: bool,
     *,
     chat: bool,
+    post: OutputPipeline,
 ) -> Response:
     created = int(time.time())
+    post.findings = t.findings  # one list: input findings first, output findings added
     try:
         if not stream:
-            c = await until_disconnect(request.receive, gw.complete(ereq))
+            c = await until_disconnect(request.receive, gw.complete(ereq, post))
             await admission.finish(c.prompt_tokens + c.completion_tokens)
             t.first_token()
             t.tokens(c.prompt_tokens, c.completion_tokens)
+            t.answer_text = c.text
             t.done(200, finish_reason=c.finish_reason)
             await t.durable()  # a 2xx goes out only once its audit record is committed
             make = render.chat_body if chat else render.completion_body
@@ -170,7 +192,16 @@ async def _answer(
         raise
     t.first_token()
     events = _events(
-        t, admission, outputs, first, ereq.request_id, created, resolved.model, include_usage, chat
+        t,
+        admission,
+        outputs,
+        first,
+        ereq,
+        created,
+        resolved.model,
+        include_usage,
+        chat,
+        post,
     )
     return _AdmittedStream(
         admission,
@@ -199,12 +230,14 @@ async def _events(
     admission: Admission,
     outputs: AsyncIterator[Output],
     first: Output,
-    rid: str,
+    ereq: EngineRequest,
     created: int,
     model: str,
     include_usage: bool,
     chat: bool,
+    post: OutputPipeline,
 ) -> AsyncIterator[bytes]:
+    rid = ereq.request_id
     chunk: Callable[[str, str | None], dict[str, Any]]
     if chat:
 
@@ -221,25 +254,41 @@ async def _events(
             return render.completion_chunk(rid, created, model, text, finish)
 
     last = first
+    finish: str | None = None
+    sent: list[str] = []
     try:
         out: Output | None = first
         while out is not None:
             last = out
-            if out.text:
-                yield render.sse(chunk(out.text, None))
+            step = post.feed(out.text)
+            if step.emit:
+                sent.append(step.emit)
+                yield render.sse(chunk(step.emit, None))
+            if step.finish_reason is not None:
+                finish = step.finish_reason  # post-processing ended the answer: stop the engine
+                await outputs.aclose()  # type: ignore[attr-defined]
+                break
             if out.finish_reason is not None:
                 break
             out = await anext(outputs, None)
-        if last.finish_reason is None:
-            raise GatewayError("The engine ended the stream without finishing.")
-        yield render.sse(chunk("", last.finish_reason))
+        if finish is None:
+            if last.finish_reason is None:
+                raise GatewayError("The engine ended the stream without finishing.")
+            step = post.finish()
+            if step.emit:
+                sent.append(step.emit)
+                yield render.sse(chunk(step.emit, None))
+            finish = step.finish_reason or last.finish_reason
+            check_structured(ereq, "".join(sent), finish)
+        yield render.sse(chunk("", finish))
         if include_usage:
             payload = chunk("", None)
             payload["choices"] = []
             payload["usage"] = render.usage(last.prompt_tokens, last.completion_tokens)
             yield render.sse(payload)
         t.tokens(last.prompt_tokens, last.completion_tokens)
-        t.done(200, finish_reason=last.finish_reason)
+        t.answer_text = "".join(sent)
+        t.done(200, finish_reason=finish)
         await t.durable()  # `[DONE]` goes out only once the audit record is committed
         yield render.DONE
     except GatewayError as exc:

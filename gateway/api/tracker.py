@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import time
 from typing import Any
 
 from gateway.service import Gateway
 
 __all__ = ["Tracker", "decision_of"]
+
+
+@functools.cache
+def audit_redaction_rules() -> Any:
+    """Every personal-data and secret detector, redacting, for audit records kept as text."""
+    from gateway.safety import RuleConfig, compile_rules
+
+    kinds = [
+        "email",
+        "phone",
+        "payment_card",
+        "iban",
+        "national_id",
+        "api_key",
+        "private_key",
+        "jwt",
+    ]
+    return compile_rules([RuleConfig(id=f"audit-{k}", kind=k, action="redact") for k in kinds])
 
 
 def decision_of(status: int, finish_reason: str | None) -> str:
@@ -24,12 +44,15 @@ def decision_of(status: int, finish_reason: str | None) -> str:
 class Tracker:
     __slots__ = (
         "_future",
+        "answer_text",
         "audit",
+        "audit_mode",
         "completion_tokens",
         "content",
         "findings",
         "gw",
         "key_id",
+        "prompt_text",
         "prompt_tokens",
         "request_id",
         "route",
@@ -50,6 +73,9 @@ class Tracker:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.content: dict[str, Any] = {}
+        self.audit_mode = "omit"
+        self.prompt_text: str | None = None
+        self.answer_text: str | None = None
         self._future: asyncio.Future[None] | None = None
 
     def first_token(self) -> None:
@@ -93,8 +119,25 @@ class Tracker:
             "completion_tokens": self.completion_tokens,
             "latency_ms": round(elapsed * 1000, 2),
             **self.content,
+            **self._kept_content(),
         }
         self._future = self.gw.audit.submit(record)
+
+    def _kept_content(self) -> dict[str, str]:
+        """Prompts and answers as the tenant's policy says: omitted, hashed or redacted."""
+        if self.audit_mode == "omit":
+            return {}
+        texts = {"prompt": self.prompt_text, "answer": self.answer_text}
+        if self.audit_mode == "hash":
+            return {
+                f"{k}_sha256": hashlib.sha256(v.encode()).hexdigest()
+                for k, v in texts.items()
+                if v is not None
+            }
+        from gateway.safety import scan
+
+        rules = audit_redaction_rules()
+        return {k: scan(v, rules).text for k, v in texts.items() if v is not None}
 
     async def durable(self) -> None:
         """Wait until the audit record is committed (or spooled / refused, as configured)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "StreamOptions"]
 
@@ -40,8 +41,58 @@ class StreamOptions(_Wire):
     include_usage: bool = False
 
 
+MAX_SCHEMA_DEPTH = 16
+MAX_SCHEMA_BYTES = 16384
+
+
+def _depth(node: Any, level: int = 0) -> int:
+    if isinstance(node, dict):
+        return max((_depth(v, level + 1) for v in node.values()), default=level)
+    if isinstance(node, list):
+        return max((_depth(v, level + 1) for v in node), default=level)
+    return level
+
+
+class JsonSchemaSpec(_Wire):
+    name: str = Field("response", max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    json_schema: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _usable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        if _depth(value) > MAX_SCHEMA_DEPTH or len(orjson.dumps(value)) > MAX_SCHEMA_BYTES:
+            raise ValueError(
+                f"the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels or "
+                f"larger than {MAX_SCHEMA_BYTES} bytes"
+            )
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema ({exc.message})") from None
+        return value
+
+
 class ResponseFormat(_Wire):
-    type: Literal["text"]
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("`json_schema` is required when type is `json_schema`")
+        return self
+
+    def structured(self) -> dict[str, Any] | None:
+        """The engine's structured-output constraint for this format."""
+        if self.type == "json_object":
+            return {"json_object": True}
+        if self.type == "json_schema" and self.json_schema is not None:
+            return {"json": self.json_schema.json_schema}
+        return None
 
 
 class _Sampling(_Wire):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["Adapter", "EngineRequest", "FinishReason", "Output"]
 
@@ -32,6 +32,7 @@ class EngineRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     adapter: Adapter | None = None
+    structured: dict[str, Any] | None = None  # {"json": schema} or {"json_object": True}
 
 
 @dataclass(slots=True)

@@ -106,7 +106,11 @@ class VLLMEngine:
     async def _generate(self, request: EngineRequest) -> AsyncIterator[Output]:
         from vllm.exceptions import VLLMClientError
         from vllm.inputs.engine import tokens_input
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.sampling_params import (
+            RequestOutputKind,
+            SamplingParams,
+            StructuredOutputsParams,
+        )
         from vllm.v1.engine.exceptions import EngineDeadError
 
         params = SamplingParams(
@@ -118,6 +122,9 @@ class VLLMEngine:
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=(
+                StructuredOutputsParams(**request.structured) if request.structured else None
+            ),
         )
         lora = self._lora_request(request.adapter) if request.adapter else None
         prompt = tokens_input(request.prompt_token_ids)

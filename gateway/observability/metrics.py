@@ -92,6 +92,12 @@ class Metrics:
             registry=r,
         )
 
+        self.safety_findings = Counter(
+            "tunegate_safety_findings",
+            "Safety rule matches on input and output, by action.",
+            ["rule", "action"],
+            registry=r,
+        )
         self.audit_events = Counter(
             "tunegate_audit_events",
             "Audit writer events: committed batches, write errors, "

@@ -27,6 +27,7 @@ class EchoEngine:
         self.loaded: dict[int, Adapter] = {}
         self.requests: list[EngineRequest] = []
         self.fail_load = False
+        self.script: list[str] | None = None  # deltas to answer with, instead of the echo
 
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         self.ready = True
@@ -44,6 +45,12 @@ class EchoEngine:
         self.requests.append(request)
         name = request.adapter.name if request.adapter else "base"
         words = [f"[{name}]", "answer", "with", "several", "words", "here"][: request.max_tokens]
+        if self.script is not None:
+            for i, delta in enumerate(self.script, 1):
+                await asyncio.sleep(0)
+                last = i == len(self.script)
+                yield Output(delta, i, len(request.prompt_token_ids), "stop" if last else None)
+            return
         for i, word in enumerate(words, 1):
             await asyncio.sleep(0)
             finish = None

@@ -156,7 +156,12 @@ async def test_bad_keys_get_401(client, validate_schema, headers, code):
         ({"max_tokens": 62}, "max_tokens"),
         ({"logprobs": True}, "logprobs"),
         ({"tools": [{"type": "function"}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format.type"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 5}}}},
+            "response_format.json_schema.schema",
+        ),
     ],
 )
 async def test_out_of_range_parameters_are_400(client, engine, validate_schema, patch, param):

@@ -275,3 +275,53 @@ def test_health_ready_and_metrics(live_gateway):
     for key in live_gateway.keys.values():
         assert key not in text
     assert live_gateway.keys["acme"] not in live_gateway.log_path.read_text(errors="replace")
+
+
+SMALL_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 24}, "urgent": {"type": "boolean"}},
+    "required": ["answer", "urgent"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output_json_mode_and_schema(client, live_gateway):
+    r = client.chat.completions.create(
+        model="extract",
+        temperature=0,
+        max_tokens=80,
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": PROMPTS[0]}],
+    )
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    for model in ("tunegate-demo-base", "legal"):
+        r = client.chat.completions.create(
+            model=model,
+            temperature=0,
+            max_tokens=120,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "small", "schema": SMALL_SCHEMA},
+            },
+            messages=[{"role": "user", "content": PROMPTS[1]}],
+        )
+        value = json.loads(r.choices[0].message.content)
+        assert set(value) == {"answer", "urgent"} and isinstance(value["urgent"], bool)
+    bad_schemas = [
+        {"type": "no-such-type"},
+        {"properties": {"a": {"pattern": "(["}}},
+        {"type": "object", "properties": {"a" * 2: {"minLength": -1}}},
+    ]
+    for schema in bad_schemas:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model="support",
+                max_tokens=8,
+                messages=[{"role": "user", "content": "hi"}],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "bad", "schema": schema},
+                },
+            )
+        assert info.value.response.json()["error"]["param"].startswith("response_format")
+    assert ask(client, "support", PROMPTS[0])  # the engine keeps serving

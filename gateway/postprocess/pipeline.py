@@ -1,0 +1,90 @@
+"""The answer's way out: output safety (incremental, with hold-back), then formatting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.postprocess.formatting import FormatProfile, Formatter
+
+if TYPE_CHECKING:
+    from gateway.safety import RuleSet
+
+__all__ = ["OutputPipeline", "Step"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    emit: str
+    finish_reason: str | None = None  # set when post-processing ends the answer early
+
+
+@dataclass
+class OutputPipeline:
+    """Feed engine deltas in; get out only what may reach the client."""
+
+    rules: RuleSet | None = None
+    profile: FormatProfile | None = None
+    findings: list[str] = field(default_factory=list)
+    on_finding: Callable[[str, str], None] = lambda rule, action: None
+    _scanner: object = None
+    _formatter: Formatter | None = None
+    _ended: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rules is not None and self.rules.detectors:
+            from gateway.safety import StreamScanner
+
+            self._scanner = StreamScanner(self.rules)
+        if self.profile is not None:
+            self._formatter = Formatter(self.profile)
+
+    @property
+    def active(self) -> bool:
+        return self._scanner is not None or self._formatter is not None
+
+    def _note(self, step: object) -> None:
+        for finding in getattr(step, "findings", ()):
+            if finding.rule_id not in self.findings:
+                self.findings.append(finding.rule_id)
+                self.on_finding(finding.rule_id, finding.action)
+
+    def _format(self, text: str) -> Step:
+        if self._formatter is None:
+            return Step(text)
+        out = self._formatter.feed(text)
+        if self._formatter.capped and self._ended is None:
+            self._ended = "length"
+            return Step(out + self._formatter.finish(), "length")
+        return Step(out)
+
+    def feed(self, delta: str) -> Step:
+        if self._ended is not None:
+            return Step("", self._ended)
+        if self._scanner is not None:
+            step = self._scanner.feed(delta)  # type: ignore[attr-defined]
+            self._note(step)
+            if step.blocked:
+                self._ended = "content_filter"
+                return Step("", "content_filter")
+            delta = step.emit
+        return self._format(delta)
+
+    def finish(self) -> Step:
+        """The engine is done: flush what was held back and add what the profile requires."""
+        if self._ended is not None:
+            return Step("", self._ended)
+        tail = ""
+        if self._scanner is not None:
+            step = self._scanner.finish()  # type: ignore[attr-defined]
+            self._note(step)
+            if step.blocked:
+                self._ended = "content_filter"
+                return Step("", "content_filter")
+            tail = step.emit
+        formatted = self._format(tail)
+        if formatted.finish_reason is not None:
+            return formatted
+        end = self._formatter.finish() if self._formatter is not None else ""
+        return Step(formatted.emit + end)
