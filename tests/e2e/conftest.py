@@ -34,6 +34,7 @@ class LiveGateway:
     tunes_dir: Path
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
 
     def headers(self, tenant: str = "acme") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
@@ -149,6 +150,7 @@ def gateway_process(
         tunes,
         log_path,
         {k: v for k, v in env.items() if k.startswith("TUNEGATE_")},
+        proc,
     )
     try:
         wait_ready(gw, proc)
