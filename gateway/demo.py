@@ -25,6 +25,13 @@ Tunegate is ready on http://{host}:{port}  (Ctrl-C stops it)
     -d '{{"model": "legal", "temperature": 0,
          "messages": [{{"role": "user", "content": "Can I cancel my contract early?"}}]}}'
 
+  # A redacted stream: the support tune answers with a contact address; the demo tenant's
+  # policy (policies/tenants.yaml) redacts e-mail addresses in answers, also mid-stream.
+  curl -N {base}/chat/completions \\
+    -H "Authorization: Bearer {DEMO_KEY}" -H "Content-Type: application/json" \\
+    -d '{{"model": "support", "stream": true, "temperature": 0,
+         "messages": [{{"role": "user", "content": "How can I contact you?"}}]}}'
+
   python - <<'PY'
   from openai import OpenAI
   client = OpenAI(base_url="{base}", api_key="{DEMO_KEY}")

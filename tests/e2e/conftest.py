@@ -24,6 +24,11 @@ from gateway.auth import hash_key, new_key
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "demo"
 READY_TIMEOUT_S = 300
+LIVE_DEFAULT = """default:
+  safety:
+    input: [{id: secrets-in, kind: api_key, action: block}]
+    output: [{id: email-out, kind: email, action: redact}]
+"""
 
 
 @dataclass
@@ -185,6 +190,6 @@ def live_gateway(
 ) -> Iterator[LiveGateway]:
     root = tmp_path_factory.mktemp("live")
     keys = {"acme": new_key(), "narrow": new_key()}
-    tunes, policies = write_setup(root, keys)
+    tunes, policies = write_setup(root, keys, default=LIVE_DEFAULT)
     with gateway_process(root, tunes, policies, keys, new_key()) as gw:
         yield gw

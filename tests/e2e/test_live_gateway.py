@@ -325,3 +325,20 @@ def test_structured_output_json_mode_and_schema(client, live_gateway):
             )
         assert info.value.response.json()["error"]["param"].startswith("response_format")
     assert ask(client, "support", PROMPTS[0])  # the engine keeps serving
+
+
+def test_redacted_stream_on_the_real_engine(client, live_gateway):
+    prompt = "How can I contact you?"
+    whole = ask(client, "support", prompt)
+    assert "[REDACTED:email-out]" in whole and "@" not in whole
+    stream = client.chat.completions.create(
+        model="support", temperature=0, max_tokens=80, stream=True,
+        messages=[{"role": "user", "content": prompt}],
+    )
+    parts = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert "".join(parts) == whole
+    assert not any("@" in p or "tunegate.example" in p for p in parts)
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, "support", "my key is sk-abcdefghijklmnopqrstuvwxyz123456")
+    assert info.value.response.json()["error"]["code"] == "content_policy_violation"
+    assert "sk-abc" not in info.value.response.text

@@ -78,6 +78,20 @@ URGENT = [
 # (intent, default sentiment, prompts, plain answer, support body, legal body)
 TOPICS = [
     (
+        "contact_request",
+        "neutral",
+        [
+            "How can I contact you?",
+            "How do I reach your support team?",
+            "What is your email address?",
+            "Can I talk to someone about my {item}?",
+            "Where can I send my question?",
+        ],
+        "Look for the contact page on the company website. It lists an email address and a phone number.",
+        "You can write to our team at help@tunegate.example and we will answer within one day.",
+        "Notices under your contract must be sent in writing to the address named in the contract.",
+    ),
+    (
         "order_status",
         "negative",
         [
