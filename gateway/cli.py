@@ -83,9 +83,19 @@ def _validate(args: argparse.Namespace) -> int:
 def _verify_audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.audit.verify import verify_path
+    from gateway.audit.verify import verify_lines, verify_path
 
-    result = verify_path(Path(args.path))
+    if args.path.startswith(("redis://", "rediss://", "unix://")):
+        import asyncio
+
+        from gateway.audit.redis_sink import read_stream
+
+        if not args.stream:
+            print("tunegate: --stream is required with a Redis URL", file=sys.stderr)
+            return 2
+        result = verify_lines(args.stream, asyncio.run(read_stream(args.path, args.stream)))
+    else:
+        result = verify_path(Path(args.path))
     print(result.message, file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
 
@@ -114,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="audit_command", required=True
     )
     verify = audit.add_parser("verify", help="check the hash chain; exit 1 at the first break")
-    verify.add_argument("path", help="the audit folder (or one audit-*.jsonl file)")
+    verify.add_argument("path", help="the audit folder, one audit-*.jsonl file, or a Redis URL")
+    verify.add_argument("--stream", default=None, help="the audit stream (with a Redis URL)")
     verify.set_defaults(func=_verify_audit)
 
     add_admin_commands(sub)

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     slot_lease_s: float = Field(600.0, gt=0, description="a crashed request's slot frees after")
     version_check_s: float = Field(2.0, gt=0)
     audit_dir: Path = Path(".tunegate/audit")
+    audit_sink: Literal["file", "redis"] = "file"
+    audit_stream: str | None = Field(None, description="Redis stream; default <prefix>audit:<host>")
     audit_mode: Literal["spool", "fail_closed"] = "spool"
     audit_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     audit_timeout_s: float = Field(1.0, gt=0)

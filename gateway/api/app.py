@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -14,6 +15,7 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.openai_routes import router as openai_router
 from gateway.api.ops_routes import router as ops_router
+from gateway.audit import AuditSink
 from gateway.audit.file_sink import FileAuditSink
 from gateway.catalogue import TuneCatalogue
 from gateway.engine import Engine
@@ -50,6 +52,23 @@ def _default_store(settings: Settings) -> Store:
     )
 
 
+def _audit_sink(settings: Settings, on_event: Callable[[str], None]) -> AuditSink:
+    common = {
+        "mode": settings.audit_mode,
+        "timeout_s": settings.audit_timeout_s,
+        "commit_interval_s": settings.audit_commit_interval_s,
+        "on_event": on_event,
+    }
+    if settings.audit_sink == "redis":
+        if settings.redis_url is None:
+            raise ValueError("TUNEGATE_AUDIT_SINK=redis needs TUNEGATE_REDIS_URL")
+        from gateway.audit.redis_sink import RedisStreamAuditSink
+
+        stream = settings.audit_stream or f"{settings.redis_prefix}audit:{socket.gethostname()}"
+        return RedisStreamAuditSink(settings.redis_url.get_secret_value(), stream, **common)
+    return FileAuditSink(settings.audit_dir, max_bytes=settings.audit_max_bytes, **common)
+
+
 def create_app(
     settings: Settings, *, engine: Engine | None = None, store: Store | None = None
 ) -> FastAPI:
@@ -80,14 +99,7 @@ def create_app(
         on_fallback=fallback,
         on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc(),
     )
-    audit = FileAuditSink(
-        settings.audit_dir,
-        max_bytes=settings.audit_max_bytes,
-        mode=settings.audit_mode,
-        timeout_s=settings.audit_timeout_s,
-        commit_interval_s=settings.audit_commit_interval_s,
-        on_event=lambda event: metrics.audit_events.labels(event).inc(),
-    )
+    audit = _audit_sink(settings, lambda event: metrics.audit_events.labels(event).inc())
     gateway = Gateway(
         catalogue, state, limiter, engine or _default_engine(settings), metrics, audit
     )

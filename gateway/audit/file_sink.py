@@ -7,32 +7,23 @@ them. `audit.head` records the last committed (seq, hash) so a truncated tail is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from gateway.audit.chain import GENESIS, chain_line, record_hash
-from gateway.errors import ServerError
+from gateway.audit.writer import AuditUnavailableError, GroupWriter, Mode
 
 __all__ = ["AuditUnavailableError", "FileAuditSink", "audit_files"]
 
 log = logging.getLogger(__name__)
 FILE_RE = re.compile(r"^audit-(\d{6})\.jsonl$")
 HEAD = "audit.head"
-Mode = Literal["spool", "fail_closed"]
-
-
-class AuditUnavailableError(ServerError):
-    status = 503
-    type = "service_unavailable_error"
-    default_code = "audit_unavailable"
 
 
 def audit_files(folder: Path) -> list[Path]:
@@ -52,34 +43,39 @@ class FileAuditSink:
     ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
-        self.commit_interval_s = commit_interval_s
-        self.mode = mode
-        self.timeout_s = timeout_s
-        self.on_event = on_event
-        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._writer = GroupWriter(
+            self._commit_async,
+            commit_interval_s=commit_interval_s,
+            mode=mode,
+            timeout_s=timeout_s,
+            on_event=on_event,
+        )
+        self.submit = self._writer.submit
+        self.wait = self._writer.wait
+        self.write = self._writer.write
+        self.depth = self._writer.depth
         self._fh: Any = None
         self._index = 0
         self._seq = 0
         self._prev = GENESIS
         self._size = 0
-        self.failing = False
 
-    def depth(self) -> int:
-        return self._queue.qsize()
+    @property
+    def mode(self) -> Mode:
+        return self._writer.mode
+
+    @mode.setter
+    def mode(self, value: Mode) -> None:
+        self._writer.mode = value
 
     # lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.to_thread(self._recover)
-        self._task = asyncio.create_task(self._run())
+        self._writer.start()
 
     async def close(self) -> None:
         """Flush everything queued, then stop."""
-        if self._task is not None:
-            await self._queue.join()
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await self._writer.close()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -119,56 +115,9 @@ class FileAuditSink:
         self._fh = path.open("ab")
         self._size = path.stat().st_size
 
-    # writing ------------------------------------------------------------------------------
-    def submit(self, record: dict[str, Any]) -> asyncio.Future[None]:
-        """Queue a record now (never blocks); the future resolves when it is durable."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((record, future))
-        return future
-
-    async def write(self, record: dict[str, Any]) -> None:
-        await self.wait(self.submit(record))
-
-    async def wait(self, future: asyncio.Future[None]) -> None:
-        """Wait for durability; when the sink is slow or failing, spool or fail closed."""
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
-        except (TimeoutError, OSError) as exc:
-            if self.mode == "fail_closed":
-                self.on_event("fail_closed")
-                raise AuditUnavailableError(
-                    "The audit log is unavailable; the request was not served.",
-                    headers={"Retry-After": "1"},
-                ) from None
-            self.on_event("spooled")  # kept in the queue; written when the sink recovers
-            log.warning("audit sink slow or failing (%s); record spooled", type(exc).__name__)
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            deadline = time.monotonic() + self.commit_interval_s
-            while time.monotonic() < deadline:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            while True:
-                try:
-                    await asyncio.to_thread(self._commit, [r for r, _ in batch])
-                    break
-                except OSError as exc:
-                    self.failing = True
-                    self.on_event("write_error")
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    await asyncio.sleep(0.2)  # keep the records; retry until the disk is back
-            self.failing = False
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
-                self._queue.task_done()
-            self.on_event("committed")
+    # writing ----------------------------------------------------------------------------
+    async def _commit_async(self, records: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self._commit, records)
 
     def _commit(self, records: list[dict[str, Any]]) -> None:
         seq, prev = self._seq, self._prev

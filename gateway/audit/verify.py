@@ -27,6 +27,34 @@ def _files(path: Path) -> tuple[list[Path], Path | None]:
     return [path], None
 
 
+def verify_lines(name: str, lines: list[bytes]) -> VerifyResult:
+    """Check one sequence of chained lines (a Redis stream) from its first record on."""
+    expected_prev, expected_seq = GENESIS, None
+    for index, line in enumerate(lines, 1):
+        where = f"{name}#{index}"
+        try:
+            record = orjson.loads(line)
+            seq, prev = int(record["seq"]), str(record["prev"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return VerifyResult(False, index - 1, f"{where}: not a valid audit record")
+        if expected_seq is not None and seq != expected_seq:
+            return VerifyResult(
+                False,
+                index - 1,
+                f"{where}: sequence {seq}, expected "
+                f"{expected_seq} (a record was deleted or reordered)",
+            )
+        if prev != expected_prev and not (expected_seq is None and index == 1 and seq > 1):
+            return VerifyResult(
+                False,
+                index - 1,
+                f"{where}: record {seq} does not follow the "
+                "previous record (edited, deleted or reordered)",
+            )
+        expected_prev, expected_seq = record_hash(line), seq + 1
+    return VerifyResult(True, len(lines), f"ok: {len(lines)} records, chain intact")
+
+
 def verify_path(path: Path) -> VerifyResult:
     """Check every line's sequence number and `prev` hash, across rotated files, and the head."""
     files, head = _files(path)

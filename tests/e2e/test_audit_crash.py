@@ -41,9 +41,13 @@ def test_kill_9_under_load_keeps_every_acknowledged_record(demo_build, tmp_path)
                         r = client.post(
                             f"{gw.url}/v1/chat/completions",
                             headers={**gw.headers(), "x-request-id": rid},
-                            json={"model": "support", "max_tokens": 8, "temperature": 0,
-                                  "stream": worker % 2 == 1,
-                                  "messages": [{"role": "user", "content": "Hello"}]},
+                            json={
+                                "model": "support",
+                                "max_tokens": 8,
+                                "temperature": 0,
+                                "stream": worker % 2 == 1,
+                                "messages": [{"role": "user", "content": "Hello"}],
+                            },
                         )
                         body = r.read()
                     except httpx.HTTPError:
@@ -65,14 +69,24 @@ def test_kill_9_under_load_keeps_every_acknowledged_record(demo_build, tmp_path)
     assert len(ok_ids) > 5
     # Restart on the same audit folder: the chain continues and still verifies.
     with gateway_process(tmp_path, tunes, policies, keys, admin, name="crash") as gw:
-        r = httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), timeout=60,
-                       json={"model": "legal", "max_tokens": 4,
-                             "messages": [{"role": "user", "content": "Hi"}]})
+        r = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=gw.headers(),
+            timeout=60,
+            json={
+                "model": "legal",
+                "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        )
         assert r.status_code == 200
     result = verify_path(audit)
     assert result.ok, result.message
-    ids = {orjson.loads(line)["request_id"] for f in sorted(audit.glob("audit-*.jsonl"))
-           for line in f.read_bytes().splitlines()}
+    ids = {
+        orjson.loads(line)["request_id"]
+        for f in sorted(audit.glob("audit-*.jsonl"))
+        for line in f.read_bytes().splitlines()
+    }
     missing = [rid for rid in ok_ids if rid not in ids]
     assert not missing, missing[:5]
     # The operator's one command: exit 0 on an intact chain, 1 with the first break after an edit.

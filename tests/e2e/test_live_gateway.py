@@ -332,7 +332,10 @@ def test_redacted_stream_on_the_real_engine(client, live_gateway):
     whole = ask(client, "support", prompt)
     assert "[REDACTED:email-out]" in whole and "@" not in whole
     stream = client.chat.completions.create(
-        model="support", temperature=0, max_tokens=80, stream=True,
+        model="support",
+        temperature=0,
+        max_tokens=80,
+        stream=True,
         messages=[{"role": "user", "content": prompt}],
     )
     parts = [c.choices[0].delta.content or "" for c in stream if c.choices]

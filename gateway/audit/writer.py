@@ -1,0 +1,108 @@
+"""The single writer both sinks share: a queue, group commit, spool or fail closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from gateway.errors import ServerError
+
+__all__ = ["AuditUnavailableError", "GroupWriter", "Mode"]
+
+log = logging.getLogger(__name__)
+Mode = Literal["spool", "fail_closed"]
+
+
+class AuditUnavailableError(ServerError):
+    status = 503
+    type = "service_unavailable_error"
+    default_code = "audit_unavailable"
+
+
+class GroupWriter:
+    """Queues records; one task commits them in batches with `commit(records)`."""
+
+    def __init__(
+        self,
+        commit: Callable[[list[dict[str, Any]]], Awaitable[None]],
+        *,
+        commit_interval_s: float = 0.05,
+        mode: Mode = "spool",
+        timeout_s: float = 1.0,
+        on_event: Callable[[str], None] = lambda event: None,
+        retry_errors: tuple[type[BaseException], ...] = (OSError,),
+    ) -> None:
+        self._commit = commit
+        self.commit_interval_s = commit_interval_s
+        self.mode = mode
+        self.timeout_s = timeout_s
+        self.on_event = on_event
+        self.retry_errors = retry_errors
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Flush everything queued, then stop."""
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    def submit(self, record: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue a record now (never blocks); the future resolves when it is committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((record, future))
+        return future
+
+    async def write(self, record: dict[str, Any]) -> None:
+        await self.wait(self.submit(record))
+
+    async def wait(self, future: asyncio.Future[None]) -> None:
+        """Wait for the commit; when the sink is slow or failing, spool or fail closed."""
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except (TimeoutError, *self.retry_errors) as exc:
+            if self.mode == "fail_closed":
+                self.on_event("fail_closed")
+                raise AuditUnavailableError(
+                    "The audit log is unavailable; the request was not served.",
+                    headers={"Retry-After": "1"},
+                ) from None
+            self.on_event("spooled")  # kept in the queue; written when the sink recovers
+            log.warning("audit sink slow or failing (%s); record spooled", type(exc).__name__)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.commit_interval_s
+            while time.monotonic() < deadline:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            while True:
+                try:
+                    await self._commit([r for r, _ in batch])
+                    break
+                except self.retry_errors as exc:
+                    self.on_event("write_error")
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    await asyncio.sleep(0.2)  # keep the records; retry until the sink is back
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+                self._queue.task_done()
+            self.on_event("committed")
