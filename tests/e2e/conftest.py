@@ -27,7 +27,9 @@ READY_TIMEOUT_S = 300
 LIVE_DEFAULT = """default:
   safety:
     input: [{id: secrets-in, kind: api_key, action: block}]
-    output: [{id: email-out, kind: email, action: redact}]
+    output:
+      - {id: email-out, kind: email, action: redact}
+      - {id: no-paris, kind: deny_terms, terms: [Paris], action: block}
 """
 
 

@@ -345,3 +345,20 @@ def test_redacted_stream_on_the_real_engine(client, live_gateway):
         ask(client, "support", "my key is sk-abcdefghijklmnopqrstuvwxyz123456")
     assert info.value.response.json()["error"]["code"] == "content_policy_violation"
     assert "sk-abc" not in info.value.response.text
+
+
+def test_output_block_on_the_real_engine(client):
+    prompt = "What is the capital of France?"
+    r = client.chat.completions.create(
+        model="tunegate-demo-base", temperature=0, max_tokens=40,
+        messages=[{"role": "user", "content": prompt}],
+    )
+    assert r.choices[0].finish_reason == "content_filter"
+    assert "Paris" not in (r.choices[0].message.content or "")
+    stream = client.chat.completions.create(
+        model="tunegate-demo-base", temperature=0, max_tokens=40, stream=True,
+        messages=[{"role": "user", "content": prompt}],
+    )
+    chunks = [c for c in stream if c.choices]
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert "Paris" not in "".join(c.choices[0].delta.content or "" for c in chunks)
