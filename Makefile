@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install build-demo system-deps lint clean
+.PHONY: demo test install build-demo system-deps lint bench clean
 
 $(BIN)/.installed-$(ENGINE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ system-deps:
 
 test: install system-deps build-demo
 	$(BIN)/python -m pytest
+
+bench: build-demo
+	$(BIN)/python loadtests/bench_engine.py
 
 lint: install
 	$(BIN)/ruff check gateway tests loadtests
