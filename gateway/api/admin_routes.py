@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from gateway.api.errors import validation_error
 from gateway.auth import check_admin, hash_key, new_key
 from gateway.errors import EngineUnavailableError, InvalidRequestError, NotFoundError
-from gateway.policy import Tenant
+from gateway.policy import PolicySet, Tenant, load_policy
 from gateway.service import Gateway, adapter_of
 from gateway.settings import Settings
 from gateway.store import BindingChange, StoredKey
@@ -215,33 +215,26 @@ async def revoke_key(name: str, key_id: str, request: Request) -> Response:
     return _json({"id": key_id, "tenant": name, "revoked": True})
 
 
-def _policy_error(exc: ConfigError) -> InvalidRequestError:
-    return InvalidRequestError(str(exc), param=exc.field, code="invalid_policy")
+def _load_policy(request: Request) -> PolicySet:
+    """The policy files on disk, validated; a bad file is a 400 naming file, field and line."""
+    gw = _gw(request)
+    settings: Settings = request.app.state.settings
+    try:
+        return load_policy(settings.policies_dir, set(gw.catalogue.names()))
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc), param=exc.field, code="invalid_policy") from None
 
 
 @router.post("/policy/validate")
 async def validate_policy(request: Request) -> Response:
-    gw = _gw(request)
-    settings: Settings = request.app.state.settings
-    from gateway.policy import load_policy
-
-    try:
-        policy = load_policy(settings.policies_dir, set(gw.catalogue.names()))
-    except ConfigError as exc:
-        raise _policy_error(exc) from None
+    policy = _load_policy(request)
     return _json({"valid": True, "tenants": len(policy.tenants)})
 
 
 @router.post("/policy/reload")
 async def reload_policy(request: Request) -> Response:
     gw = _gw(request)
-    settings: Settings = request.app.state.settings
-    from gateway.policy import load_policy
-
-    try:
-        policy = load_policy(settings.policies_dir, set(gw.catalogue.names()))
-    except ConfigError as exc:
-        raise _policy_error(exc) from None  # the previous policy stays in force
+    policy = _load_policy(request)  # on error the previous policy stays in force
     gw.state.policy = policy
     await gw.state.seed_keys()
     gw.state.invalidate(None)
