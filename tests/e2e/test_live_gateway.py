@@ -350,13 +350,18 @@ def test_redacted_stream_on_the_real_engine(client, live_gateway):
 def test_output_block_on_the_real_engine(client):
     prompt = "What is the capital of France?"
     r = client.chat.completions.create(
-        model="tunegate-demo-base", temperature=0, max_tokens=40,
+        model="tunegate-demo-base",
+        temperature=0,
+        max_tokens=40,
         messages=[{"role": "user", "content": prompt}],
     )
     assert r.choices[0].finish_reason == "content_filter"
     assert "Paris" not in (r.choices[0].message.content or "")
     stream = client.chat.completions.create(
-        model="tunegate-demo-base", temperature=0, max_tokens=40, stream=True,
+        model="tunegate-demo-base",
+        temperature=0,
+        max_tokens=40,
+        stream=True,
         messages=[{"role": "user", "content": prompt}],
     )
     chunks = [c for c in stream if c.choices]
