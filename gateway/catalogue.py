@@ -28,6 +28,7 @@ class TuneManifest(BaseModel):
     base_model: str = Field(min_length=1)
     adapter_path: str = Field(min_length=1)
     rank: int = Field(ge=1, le=512)
+    adapter_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     format: FormatProfile | None = None
 
 
@@ -45,6 +46,7 @@ class Tune:
     rank: int
     adapter_id: int
     format: FormatProfile | None = None
+    adapter_sha256: str | None = None
 
 
 def _load_manifest(path: Path) -> Tune:
@@ -64,6 +66,7 @@ def _load_manifest(path: Path) -> Tune:
         rank=manifest.rank,
         adapter_id=adapter_id(manifest.name),
         format=manifest.format,
+        adapter_sha256=manifest.adapter_sha256,
     )
 
 

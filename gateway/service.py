@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from gateway.observability import Metrics
 from gateway.policy_checks import check_request
 from gateway.postprocess import OutputPipeline
 from gateway.shared_state import Principal, SharedState
+from gateway.tune_validation import BaseModelInfo
 
 __all__ = ["Completion", "Gateway", "Resolved", "Sampling", "adapter_of"]
 
@@ -53,6 +56,11 @@ def check_structured(request: EngineRequest, text: str, finish: str) -> None:
             raise OutputInvalidError(
                 f"The model's answer did not match the schema ({error.message[:200]})."
             )
+
+
+class TuneInUseError(InvalidRequestError):
+    status = 409
+    default_code = "tune_in_use"
 
 
 class ContentPolicyError(InvalidRequestError):
@@ -110,6 +118,7 @@ class Gateway:
         engine: Engine,
         metrics: Metrics,
         audit: AuditSink,
+        base_info: BaseModelInfo | None = None,
     ) -> None:
         self.audit = audit
         self.catalogue = catalogue
@@ -120,6 +129,9 @@ class Gateway:
         self.base_model = catalogue.base_model
         self.created = int(time.time())
         self.engine_failure: str | None = None
+        self.base_info = base_info
+        self._validated: set[int] = set()
+        self.inflight: Counter[str] = Counter()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -305,10 +317,18 @@ class Gateway:
             return await self.limiter.admit(principal.tenant, tokens)
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
-        if request.adapter is not None:
-            await self.load_adapter(request.adapter)
-        async for out in self.engine.stream(request):
-            yield out
+        adapter = request.adapter
+        if adapter is None:
+            async for out in self.engine.stream(request):
+                yield out
+            return
+        await self.load_adapter(adapter)
+        self.inflight[adapter.name] += 1
+        try:
+            async for out in self.engine.stream(request):
+                yield out
+        finally:
+            self.inflight[adapter.name] -= 1
 
     async def complete(self, request: EngineRequest, post: OutputPipeline) -> Completion:
         """The whole answer, post-processed; stops the engine early when post-processing ends it."""
@@ -338,12 +358,35 @@ class Gateway:
             "".join(parts), finish or "stop", last.prompt_tokens, last.completion_tokens
         )
 
-    async def load_adapter(self, adapter: Adapter) -> None:
+    async def validate(self, tune: Tune) -> None:
+        """Check the adapter before its first load (peft config, base, rank, modules, hash)."""
+        if tune.adapter_id in self._validated or self.base_info is None:
+            return
+        from gateway.tune_validation import validate_adapter
+
+        await asyncio.to_thread(validate_adapter, tune, self.base_info)
+        self._validated.add(tune.adapter_id)
+
+    async def unload_adapter(self, tune: Tune) -> None:
+        if self.inflight[tune.name] > 0:
+            raise TuneInUseError(
+                f"Tune `{tune.name}` has {self.inflight[tune.name]} requests in flight; "
+                "it is unloaded only when none are running.",
+                param="name",
+            )
+        await self.engine.unload_adapter(adapter_of(tune))
+        self._validated.discard(tune.adapter_id)
+
+    async def load_adapter(self, adapter: Adapter) -> bool:
         with self.stage("adapter_load"):
+            tune = self.catalogue.get(adapter.name)
             try:
+                if tune is not None:
+                    await self.validate(tune)
                 loaded = await self.engine.load_adapter(adapter)
             except Exception:
                 self.metrics.adapter_loads.labels(adapter.name, "error").inc()
                 raise
             if loaded:
                 self.metrics.adapter_loads.labels(adapter.name, "ok").inc()
+            return loaded

@@ -66,3 +66,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_build() -> Path:
+    """The demo base model and tunes (built once, cached in build/demo by their input hash)."""
+    from gateway.tunebuild.demo import ensure_demo_build
+
+    build = ROOT / "build" / "demo"
+    ensure_demo_build(build)
+    return build

@@ -90,9 +90,7 @@ async def load_tune(name: str, request: Request) -> Response:
         )
     if not gw.engine.ready:
         raise EngineUnavailableError("The engine is not ready.", headers={"Retry-After": "5"})
-    loaded = await gw.engine.load_adapter(adapter_of(tune))
-    if loaded:
-        gw.metrics.adapter_loads.labels(tune.name, "ok").inc()
+    loaded = await gw.load_adapter(adapter_of(tune))
     return _json(
         {
             "object": "tune",
@@ -102,6 +100,18 @@ async def load_tune(name: str, request: Request) -> Response:
             "adapter_id": tune.adapter_id,
         }
     )
+
+
+@router.post("/tunes/{name}/unload")
+async def unload_tune(name: str, request: Request) -> Response:
+    gw = _gw(request)
+    tune = gw.catalogue.get(name)
+    if tune is None:
+        raise NotFoundError(
+            f"No tune named `{name}` is in the catalogue.", param="name", code="tune_not_found"
+        )
+    await gw.unload_adapter(tune)
+    return _json({"object": "tune", "id": tune.name, "loaded": False})
 
 
 async def _tenant_view(gw: Gateway, tenant: Tenant) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from gateway.audit import AuditSink
 from gateway.audit.file_sink import FileAuditSink
 from gateway.catalogue import TuneCatalogue
 from gateway.engine import Engine
+from gateway.errors import GatewayError
 from gateway.limits import Limiter
 from gateway.observability import Metrics
 from gateway.policy import PolicySet, load_policy
@@ -26,6 +27,7 @@ from gateway.service import Gateway, adapter_of
 from gateway.settings import Settings
 from gateway.shared_state import SharedState
 from gateway.store import Store
+from gateway.tune_validation import BaseModelInfo
 
 __all__ = ["create_app"]
 
@@ -100,17 +102,30 @@ def create_app(
         on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc(),
     )
     audit = _audit_sink(settings, lambda event: metrics.audit_events.labels(event).inc())
+    base_info = (
+        BaseModelInfo(
+            settings.engine.model_path,
+            settings.engine.served_model_name,
+            settings.engine.max_lora_rank,
+        )
+        if engine is None
+        else None
+    )
     gateway = Gateway(
-        catalogue, state, limiter, engine or _default_engine(settings), metrics, audit
+        catalogue, state, limiter, engine or _default_engine(settings), metrics, audit, base_info
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warm = [
-            adapter_of(t) for t in catalogue if (t.adapter_path / "adapter_config.json").is_file()
-        ]
-
         async def start_engine() -> None:
+            warm = []
+            for tune in catalogue:
+                try:
+                    await gateway.validate(tune)
+                except GatewayError as exc:
+                    log.warning("not loading a tune at start: %s", exc.message)
+                    continue
+                warm.append(adapter_of(tune))
             try:
                 await gateway.engine.start(warm)
             except Exception as exc:

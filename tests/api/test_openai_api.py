@@ -245,3 +245,26 @@ async def test_metrics_count_requests(client):
         'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="none"} 1.0' in text
     )
     assert "tg-test" not in text
+
+
+async def test_unload_refuses_while_requests_run(client, engine):
+    import asyncio
+
+    gate = asyncio.Event()
+    original = engine.stream
+
+    async def held(request):
+        await gate.wait()
+        async for out in original(request):
+            yield out
+
+    engine.stream = held
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    running = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT, headers=auth()))
+    await asyncio.sleep(0.05)
+    r = await client.post("/admin/tunes/support/unload", headers=admin)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "tune_in_use"
+    gate.set()
+    assert (await running).status_code == 200
+    r = await client.post("/admin/tunes/support/unload", headers=admin)
+    assert r.status_code == 200 and not any(a.name == "support" for a in engine.loaded.values())

@@ -77,14 +77,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def demo_build() -> Path:
-    from gateway.tunebuild.demo import ensure_demo_build
-
-    ensure_demo_build(BUILD)
-    return BUILD
-
-
 def catalogue_copy(dest: Path) -> Path:
     """The repository's catalogue with absolute adapter paths, in a folder tests may add to."""
     for manifest in sorted((ROOT / "tunes").glob("*/tune.yaml")):

@@ -232,9 +232,20 @@ def test_runtime_tune_load_without_restart(client, live_gateway):
         "name: broken\nbase_model: tunegate-demo-base\nadapter_path: nowhere\nrank: 8\n"
     )
     r = httpx.post(f"{live_gateway.url}/admin/tunes/broken/load", headers=admin, timeout=60)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "adapter_load_failed"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "adapter_invalid"
     assert "nowhere" not in r.text
+    # A manifest whose rank disagrees with the adapter is refused before the engine sees it.
+    (broken / "tune.yaml").write_text(
+        legal_manifest.replace("name: legal", "name: broken").replace("rank: 8", "rank: 16")
+    )
+    r = httpx.post(f"{live_gateway.url}/admin/tunes/broken/load", headers=admin, timeout=60)
+    assert r.status_code == 400 and "differs from the manifest" in r.json()["error"]["message"]
     assert ask(client, "legal", PROMPTS[1])
+    # Unload, then load again, without a restart.
+    r = httpx.post(f"{live_gateway.url}/admin/tunes/late/unload", headers=admin, timeout=60)
+    assert r.status_code == 200 and r.json()["loaded"] is False
+    r = httpx.post(f"{live_gateway.url}/admin/tunes/late/load", headers=admin, timeout=60)
+    assert r.json()["already_loaded"] is False
 
 
 def test_client_disconnect_mid_stream(live_gateway, client):
