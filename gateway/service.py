@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -104,7 +105,7 @@ class Completion:
 
 
 def adapter_of(tune: Tune) -> Adapter:
-    return Adapter(name=tune.name, adapter_id=tune.adapter_id, path=tune.adapter_path)
+    return Adapter(name=tune.key, adapter_id=tune.adapter_id, path=tune.adapter_path)
 
 
 class Gateway:
@@ -157,19 +158,44 @@ class Gateway:
                 ).inc()
                 raise
 
-    async def resolve(self, principal: Principal, model: str) -> Resolved:
-        """Model name -> base or tune; forbidden and unknown look the same (404)."""
+    async def resolve(self, principal: Principal, model: str, user: str | None = None) -> Resolved:
+        """Model name -> base or a tune version; forbidden and unknown look the same (404).
+
+        `name@version` picks a version; a plain name follows the live version, or the canary
+        for its share of end users (sticky: the request's `user`, else the key).
+        """
         with self.stage("resolve"):
             tenant = principal.tenant
-            name = model
+            name, _, version = model.partition("@")
             if model == DEFAULT_MODEL:
                 name = await self.state.binding(tenant) or self.base_model
-            if name == self.base_model:
+            if name == self.base_model and not version:
                 return Resolved(self.base_model, None)
-            tune = self.catalogue.get(name) if name in tenant.tunes else None
+            tune = None
+            if name in tenant.tunes:
+                if version:
+                    tune = self.catalogue.get_version(name, version)
+                    tune = tune if tune is not None and tune.status != "retired" else None
+                else:
+                    tune = await self.pick_version(name, user or principal.key_id)
             if tune is None:
                 raise ModelNotFoundError(model)
-            return Resolved(tune.name, tune)
+            return Resolved(model if version else tune.name, tune)
+
+    async def pick_version(self, name: str, sticky: str) -> Tune | None:
+        rollout = await self.state.rollout(name)
+        if rollout is None:
+            return self.catalogue.get(name)
+        if rollout.canary and rollout.weight > 0:
+            bucket = (
+                int.from_bytes(hashlib.sha256(f"{name}:{sticky}".encode()).digest()[:4], "big")
+                % 100
+            )
+            if bucket < rollout.weight:
+                canary = self.catalogue.get_version(name, rollout.canary)
+                if canary is not None:
+                    return canary
+        return self.catalogue.get_version(name, rollout.live) or self.catalogue.get(name)
 
     def output_pipeline(
         self, principal: Principal, resolved: Resolved, *, structured: bool = False
@@ -368,9 +394,9 @@ class Gateway:
         self._validated.add(tune.adapter_id)
 
     async def unload_adapter(self, tune: Tune) -> None:
-        if self.inflight[tune.name] > 0:
+        if self.inflight[tune.key] > 0:
             raise TuneInUseError(
-                f"Tune `{tune.name}` has {self.inflight[tune.name]} requests in flight; "
+                f"Tune `{tune.key}` has {self.inflight[tune.key]} requests in flight; "
                 "it is unloaded only when none are running.",
                 param="name",
             )
@@ -379,7 +405,7 @@ class Gateway:
 
     async def load_adapter(self, adapter: Adapter) -> bool:
         with self.stage("adapter_load"):
-            tune = self.catalogue.get(adapter.name)
+            tune = self.catalogue.by_adapter_id(adapter.adapter_id)
             try:
                 if tune is not None:
                     await self.validate(tune)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from gateway.auth import bearer_token, hash_key
 from gateway.errors import AuthenticationError, ServerError
 from gateway.policy import PolicySet, Tenant
-from gateway.store import Store, StoredKey, StoreUnavailable
+from gateway.store import Rollout, Store, StoredKey, StoreUnavailable
 
 __all__ = ["Principal", "SharedState", "StoreDownError"]
 
@@ -50,6 +50,7 @@ class SharedState:
         self._reload_policy = reload_policy
         self._keys: dict[str, tuple[StoredKey, float]] = {}
         self._bindings: dict[str, str | None] = {}
+        self._rollouts: dict[str, Rollout | None] = {}
         self._version: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -86,9 +87,12 @@ class SharedState:
             self._keys.pop(event.get("hash", ""), None)  # type: ignore[union-attr]
         elif kind == "binding":
             self._bindings.pop(event.get("tenant", ""), None)  # type: ignore[union-attr]
+        elif kind == "rollout":
+            self._rollouts.pop(event.get("tune", ""), None)  # type: ignore[union-attr]
         else:
             self._keys.clear()
             self._bindings.clear()
+            self._rollouts.clear()
         if kind == "policy" and self._reload_policy is not None:
             try:
                 self.policy = self._reload_policy()
@@ -161,6 +165,18 @@ class SharedState:
         if record is not None:
             self._keys[key_hash] = (record, now + KEY_CACHE_S)
         return record
+
+    async def rollout(self, tune: str) -> Rollout | None:
+        """The runtime rollout of a tune (None: the manifest's live version serves)."""
+        if tune in self._rollouts:
+            return self._rollouts[tune]
+        try:
+            rollout = await self.store.get_rollout(tune)
+        except StoreUnavailable:
+            self._on_fallback("rollout", "manifest")
+            return None
+        self._rollouts[tune] = rollout
+        return rollout
 
     async def binding(self, tenant: Tenant) -> str | None:
         """The tune a tenant's `default` model runs on: the runtime binding, else the policy's."""

@@ -109,8 +109,9 @@ async def chat_completions(request: Request) -> Response:
         t.prompt_text = "\n".join(m["content"] for m in messages)
         texts = gw.scan_input(principal, [m["content"] for m in messages], "messages", t.findings)
         messages = [{**m, "content": text} for m, text in zip(messages, texts, strict=True)]
-        resolved = await gw.resolve(principal, body.model)
+        resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
+        t.version = resolved.tune.version if resolved.tune else None
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
         admission = await gw.admit(principal, ereq)
@@ -136,8 +137,9 @@ async def completions(request: Request) -> Response:
         t.audit_mode = principal.tenant.audit_content
         t.prompt_text = body.prompt_text()
         (prompt,) = gw.scan_input(principal, [body.prompt_text()], "prompt", t.findings)
-        resolved = await gw.resolve(principal, body.model)
+        resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
+        t.version = resolved.tune.version if resolved.tune else None
         rid = f"cmpl-{uuid.uuid4().hex}"
         ereq = gw.prepare_completion(rid, principal, resolved, prompt, _sampling(body))
         admission = await gw.admit(principal, ereq)

@@ -59,6 +59,7 @@ class Tracker:
         "start",
         "tenant",
         "tune",
+        "version",
     )
 
     def __init__(self, gw: Gateway, route: str, request_id: str) -> None:
@@ -68,6 +69,7 @@ class Tracker:
         self.tenant = ""
         self.key_id = ""
         self.tune = "none"
+        self.version: str | None = None
         self.start = time.perf_counter()
         self.findings: list[str] = []
         self.prompt_tokens = 0
@@ -88,19 +90,16 @@ class Tracker:
         m.labels(self.tenant, self.tune, "completion").inc(completion)
 
     def done(
-        self,
-        status: int,
-        *,
-        code: str | None = None,
-        finish_reason: str | None = None,
-        version: str | None = None,
+        self, status: int, *, code: str | None = None, finish_reason: str | None = None
     ) -> None:
         """Record the outcome once: metrics now, the audit record queued for the writer."""
         if self._future is not None:
             return
         elapsed = time.perf_counter() - self.start
         m = self.gw.metrics
-        m.requests.labels(self.route, self.tenant, self.tune, f"{status // 100}xx").inc()
+        m.requests.labels(
+            self.route, self.tenant, self.tune, self.version or "", f"{status // 100}xx"
+        ).inc()
         m.request_duration.labels(self.route, self.tune).observe(elapsed)
         record = {
             "ts": round(time.time(), 3),
@@ -109,7 +108,7 @@ class Tracker:
             "tenant": self.tenant or None,
             "key_id": self.key_id or None,
             "tune": self.tune,
-            "version": version,
+            "version": self.version,
             "decision": decision_of(status, finish_reason),
             "status": status,
             "code": code,

@@ -24,8 +24,8 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "tunegate_requests",
-            "Requests answered, by route, tenant, tune and status class.",
-            ["route", "tenant", "tune", "status"],
+            "Requests answered, by route, tenant, tune, tune version and status class.",
+            ["route", "tenant", "tune", "version", "status"],
             registry=r,
         )
         self.request_duration = Histogram(

@@ -8,9 +8,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from gateway.store.types import BindingChange, RateDecision, StoredKey, StoreUnavailable
+from gateway.store.types import (
+    BindingChange,
+    RateDecision,
+    Rollout,
+    RolloutChange,
+    StoredKey,
+    StoreUnavailable,
+)
 
-__all__ = ["BindingChange", "RateDecision", "Store", "StoreUnavailable", "StoredKey"]
+__all__ = [
+    "BindingChange",
+    "RateDecision",
+    "Rollout",
+    "RolloutChange",
+    "Store",
+    "StoreUnavailable",
+    "StoredKey",
+]
 
 
 class Store(Protocol):
@@ -31,6 +46,12 @@ class Store(Protocol):
     async def set_binding(self, change: BindingChange) -> None: ...
 
     async def binding_history(self, tenant: str, limit: int = 20) -> list[BindingChange]: ...
+
+    async def get_rollout(self, tune: str) -> Rollout | None: ...
+
+    async def set_rollout(self, change: RolloutChange) -> None: ...
+
+    async def rollout_history(self, tune: str, limit: int = 20) -> list[RolloutChange]: ...
 
     async def take(
         self, tenant: str, rpm: int | None, tpm: int | None, tokens: int

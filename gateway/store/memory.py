@@ -8,7 +8,14 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 
-from gateway.store.types import BindingChange, Bucket, RateDecision, StoredKey
+from gateway.store.types import (
+    BindingChange,
+    Bucket,
+    RateDecision,
+    Rollout,
+    RolloutChange,
+    StoredKey,
+)
 
 __all__ = ["MemoryStore", "take_both"]
 
@@ -48,6 +55,8 @@ class MemoryStore:
         self._buckets: dict[tuple[str, str], Bucket] = {}
         self._slots: dict[str, dict[str, float]] = defaultdict(dict)
         self._version = 0
+        self._rollouts: dict[str, Rollout] = {}
+        self._rollout_log: dict[str, deque[RolloutChange]] = defaultdict(lambda: deque(maxlen=100))
         self._subscribers: list[asyncio.Queue[dict[str, str]]] = []
 
     async def start(self) -> None:
@@ -89,6 +98,16 @@ class MemoryStore:
 
     async def binding_history(self, tenant: str, limit: int = 20) -> list[BindingChange]:
         return list(self._history[tenant])[:limit]
+
+    async def get_rollout(self, tune: str) -> Rollout | None:
+        return self._rollouts.get(tune)
+
+    async def set_rollout(self, change: RolloutChange) -> None:
+        self._rollouts[change.tune] = change.after
+        self._rollout_log[change.tune].appendleft(change)
+
+    async def rollout_history(self, tune: str, limit: int = 20) -> list[RolloutChange]:
+        return list(self._rollout_log[tune])[:limit]
 
     def _bucket(self, tenant: str, kind: str, capacity: int | None, now: float) -> Bucket | None:
         if capacity is None:

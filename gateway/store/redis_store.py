@@ -13,7 +13,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.store.redis_lua import ACQUIRE_SLOT, REFUND, TAKE
-from gateway.store.types import BindingChange, RateDecision, StoredKey, StoreUnavailable
+from gateway.store.types import (
+    BindingChange,
+    RateDecision,
+    Rollout,
+    RolloutChange,
+    StoredKey,
+    StoreUnavailable,
+)
 
 __all__ = ["RedisStore"]
 
@@ -135,6 +142,29 @@ class RedisStore:
             d = orjson.loads(item)
             out.append(BindingChange(d["tenant"], d["from"], d["to"], d["actor"], d["at"]))
         return out
+
+    # tune rollouts -------------------------------------------------------------------------
+    async def get_rollout(self, tune: str) -> Rollout | None:
+        raw = await self._op(self._r.get(self._k("rollout", tune)))
+        if raw is None:
+            return None
+        d = orjson.loads(raw)
+        return Rollout(d["live"], d["canary"], d["weight"])
+
+    async def set_rollout(self, change: RolloutChange) -> None:
+        after = change.after
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(
+                self._k("rollout", change.tune),
+                orjson.dumps({"live": after.live, "canary": after.canary, "weight": after.weight}),
+            )
+            pipe.lpush(self._k("rollout-log", change.tune), orjson.dumps(change.as_dict()))
+            pipe.ltrim(self._k("rollout-log", change.tune), 0, 99)
+            await self._op(pipe.execute())
+
+    async def rollout_history(self, tune: str, limit: int = 20) -> list[RolloutChange]:
+        raw = await self._op(self._r.lrange(self._k("rollout-log", tune), 0, limit - 1))
+        return [RolloutChange.from_dict(orjson.loads(item)) for item in raw]
 
     # limits -------------------------------------------------------------------------------
     async def take(

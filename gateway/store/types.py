@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["BindingChange", "Bucket", "RateDecision", "StoreUnavailable", "StoredKey"]
+__all__ = [
+    "BindingChange",
+    "Bucket",
+    "RateDecision",
+    "Rollout",
+    "RolloutChange",
+    "StoreUnavailable",
+    "StoredKey",
+]
 
 
 class StoreUnavailable(Exception):
@@ -29,6 +37,57 @@ class BindingChange:
     to_tune: str
     actor: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """Which version of a tune serves: `live`, and `canary` for `weight` percent of users."""
+
+    live: str
+    canary: str | None = None
+    weight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutChange:
+    tune: str
+    action: str  # promote | canary | rollback
+    before: Rollout | None
+    after: Rollout
+    actor: str
+    at: float
+    forced: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        def view(r: Rollout | None) -> dict[str, object] | None:
+            return None if r is None else {"live": r.live, "canary": r.canary, "weight": r.weight}
+
+        return {
+            "tune": self.tune,
+            "action": self.action,
+            "before": view(self.before),
+            "after": view(self.after),
+            "actor": self.actor,
+            "at": self.at,
+            "forced": self.forced,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, object]) -> RolloutChange:
+        def rollout(v: object) -> Rollout | None:
+            return None if not isinstance(v, dict) else Rollout(v["live"], v["canary"], v["weight"])
+
+        after = rollout(d["after"])
+        assert after is not None
+        return RolloutChange(
+            str(d["tune"]),
+            str(d["action"]),
+            rollout(d["before"]),
+            after,
+            str(d["actor"]),
+            float(d["at"]),
+            bool(d.get("forced", False)),
+        )  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

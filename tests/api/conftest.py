@@ -43,7 +43,7 @@ class EchoEngine:
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
         self.requests.append(request)
-        name = request.adapter.name if request.adapter else "base"
+        name = request.adapter.name.split("@")[0] if request.adapter else "base"
         words = [f"[{name}]", "answer", "with", "several", "words", "here"][: request.max_tokens]
         if self.script is not None:
             for i, delta in enumerate(self.script, 1):

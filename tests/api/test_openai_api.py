@@ -45,7 +45,7 @@ async def test_chat_non_streaming(client, engine, validate_schema):
     assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + 6
     req = engine.requests[-1]
     assert (req.temperature, req.max_tokens, req.seed, req.stop) == (0.0, 10, 7, ("zz",))
-    assert req.adapter is not None and req.adapter.name == "support"
+    assert req.adapter is not None and req.adapter.name == "support@1"
     assert r.headers["x-request-id"]
 
 
@@ -228,7 +228,7 @@ async def test_admin_load_needs_admin_token(client, engine):
     assert r.status_code == 401
     r = await client.post("/admin/tunes/legal/load", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200 and r.json()["loaded"] is True
-    assert any(a.name == "legal" for a in engine.loaded.values())
+    assert any(a.name == "legal@1" for a in engine.loaded.values())
     r = await client.post("/admin/tunes/ghost/load", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "tune_not_found"
 
@@ -238,11 +238,12 @@ async def test_metrics_count_requests(client):
     await client.post("/v1/chat/completions", json={**CHAT, "model": "x"}, headers=auth())
     text = (await client.get("/metrics")).text
     assert (
-        'tunegate_requests_total{route="chat",status="2xx",tenant="acme",tune="support"} 1.0'
+        'tunegate_requests_total{route="chat",status="2xx",tenant="acme",tune="support",version="1"} 1.0'
         in text
     )
     assert (
-        'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="none"} 1.0' in text
+        'tunegate_requests_total{route="chat",status="4xx",tenant="acme",tune="none",version=""} 1.0'
+        in text
     )
     assert "tg-test" not in text
 
@@ -267,4 +268,4 @@ async def test_unload_refuses_while_requests_run(client, engine):
     gate.set()
     assert (await running).status_code == 200
     r = await client.post("/admin/tunes/support/unload", headers=admin)
-    assert r.status_code == 200 and not any(a.name == "support" for a in engine.loaded.values())
+    assert r.status_code == 200 and not any(a.name == "support@1" for a in engine.loaded.values())

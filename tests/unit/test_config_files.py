@@ -64,7 +64,7 @@ def test_adapter_ids_are_stable():
     "body,field,line,fragment",
     [
         ("name: alpha\nbase_model: b\nadapter_path: w\nrank: zero\n", "rank", 4, "integer"),
-        ("name: alpha\nbase_model: b\nrank: 8\n", "adapter_path", 1, "required"),
+        ("name: alpha\nbase_model: b\nrank: 8\n", None, 1, "give `adapter_path`"),
         ("name: Bad Name\nbase_model: b\nadapter_path: w\nrank: 8\n", "name", 1, "pattern"),
         (
             "name: alpha\nbase_model: b\nadapter_path: w\nrank: 8\nextra: 1\n",
