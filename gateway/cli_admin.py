@@ -200,6 +200,26 @@ def _run(args: argparse.Namespace) -> int:
     elif what == "keys-revoke":
         api.call("DELETE", f"/admin/tenants/{args.tenant}/keys/{args.key_id}")
         print(f"revoked key {args.key_id} of tenant {args.tenant}")
+    elif what == "tunes-list":
+        print(
+            table(
+                api.call("GET", "/admin/tunes")["data"],
+                ["name", "version", "status", "loaded", "canary_weight", "eval_score"],
+            )
+        )
+    elif what in ("tunes-promote", "tunes-canary", "tunes-rollback"):
+        action = what.split("-")[1]
+        body: dict[str, Any] = {}
+        if action != "rollback":
+            body["version"] = args.version
+        if action == "promote":
+            body["force"] = args.force
+        if action == "canary":
+            body["weight"] = args.weight
+        r = api.call("POST", f"/admin/tunes/{args.tune}/{action}", body)
+        after = r["after"]
+        canary = f", canary {after['canary']} at {after['weight']}%" if after["canary"] else ""
+        print(f"tune {r['tune']}: live {after['live']}{canary} (by {r['actor']})")
     elif what == "policy-reload":
         r = AdminApi(args.url, args.admin_token).call("POST", "/admin/policy/reload")
         print(f"policy reloaded: {r['tenants']} tenants")
@@ -239,6 +259,29 @@ def add_admin_commands(sub: Any) -> None:
     p.add_argument("tune")
     common(p)
     p.set_defaults(admin_command="tenants-bind")
+
+    tunes = sub.add_parser("tunes", help="list tunes; promote, canary, roll back").add_subparsers(
+        dest="tunes_command", required=True
+    )
+    p = tunes.add_parser("list", help="every tune and version: status, loaded, canary weight")
+    common(p, redis=False)
+    p.set_defaults(admin_command="tunes-list")
+    p = tunes.add_parser("promote", help="make a version live on every replica")
+    p.add_argument("tune")
+    p.add_argument("version")
+    p.add_argument("--force", action="store_true")
+    common(p, redis=False)
+    p.set_defaults(admin_command="tunes-promote")
+    p = tunes.add_parser("canary", help="send a share of end users to a version (sticky)")
+    p.add_argument("tune")
+    p.add_argument("version")
+    p.add_argument("--weight", type=int, required=True, help="percent of end users, 0 stops")
+    common(p, redis=False)
+    p.set_defaults(admin_command="tunes-canary")
+    p = tunes.add_parser("rollback", help="end a canary, or return to the previous live version")
+    p.add_argument("tune")
+    common(p, redis=False)
+    p.set_defaults(admin_command="tunes-rollback")
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys").add_subparsers(
         dest="keys_command", required=True

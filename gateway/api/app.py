@@ -15,6 +15,7 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from gateway.api.openai_routes import router as openai_router
 from gateway.api.ops_routes import router as ops_router
+from gateway.api.rollout_routes import router as rollout_router
 from gateway.audit import AuditSink
 from gateway.audit.file_sink import FileAuditSink
 from gateway.catalogue import TuneCatalogue
@@ -154,6 +155,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(ops_router)
+    app.include_router(rollout_router)
     app.include_router(admin_router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

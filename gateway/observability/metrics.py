@@ -98,6 +98,12 @@ class Metrics:
             ["rule", "action"],
             registry=r,
         )
+        self.rollouts = Counter(
+            "tunegate_tune_rollouts",
+            "Tune promotions, canary changes and rollbacks.",
+            ["tune", "action"],
+            registry=r,
+        )
         self.audit_events = Counter(
             "tunegate_audit_events",
             "Audit writer events: committed batches, write errors, "
