@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,6 +31,10 @@ class VersionManifest(BaseModel):
     rank: int = Field(ge=1, le=512)
     adapter_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     status: Status = "draft"
+    base_model_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    target_modules: list[str] | None = None
+    provenance: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
 
 
 class TuneManifest(BaseModel):
@@ -46,6 +50,10 @@ class TuneManifest(BaseModel):
     adapter_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     versions: list[VersionManifest] | None = Field(None, min_length=1)
     format: FormatProfile | None = None
+    owner: str | None = None
+    domain: str | None = None
+    system_prompt: str | None = None
+    eval_threshold: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _one_shape(self) -> TuneManifest:

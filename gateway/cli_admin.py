@@ -234,6 +234,12 @@ def run_admin(args: argparse.Namespace) -> int:
         return 1
 
 
+def _build_spec(spec: str) -> int:
+    from gateway.tunebuild.spec_build import main_build_spec
+
+    return main_build_spec(spec)
+
+
 def add_admin_commands(sub: Any) -> None:
     port = os.environ.get("TUNEGATE_PORT", "8000")
 
@@ -263,6 +269,9 @@ def add_admin_commands(sub: Any) -> None:
     tunes = sub.add_parser("tunes", help="list tunes; promote, canary, roll back").add_subparsers(
         dest="tunes_command", required=True
     )
+    p = tunes.add_parser("build", help="train a tune version from demonstrations (a spec file)")
+    p.add_argument("spec", help="the build spec (YAML): name, version, data, lora, train")
+    p.set_defaults(func=lambda a: _build_spec(a.spec))
     p = tunes.add_parser("list", help="every tune and version: status, loaded, canary weight")
     common(p, redis=False)
     p.set_defaults(admin_command="tunes-list")
