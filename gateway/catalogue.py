@@ -96,6 +96,9 @@ class Tune:
     adapter_sha256: str | None = None
     version: str = "1"
     status: str = "live"
+    eval_score: float | None = None
+    eval_threshold: float | None = None
+    base_model_sha256: str | None = None
 
     @property
     def key(self) -> str:
@@ -128,6 +131,9 @@ def _load_manifest(path: Path) -> list[Tune]:
                 adapter_sha256=v.adapter_sha256,
                 version=v.version,
                 status=v.status,
+                eval_score=(v.eval or {}).get("pass_rate"),
+                eval_threshold=manifest.eval_threshold,
+                base_model_sha256=v.base_model_sha256,
             )
         )
     return out

@@ -234,6 +234,15 @@ def run_admin(args: argparse.Namespace) -> int:
         return 1
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.tune_eval import main_eval
+
+    tunes_dir = Path(os.environ.get("TUNEGATE_TUNES_DIR", "tunes"))
+    return main_eval(args.target, args.cases, args.url, args.api_key, tunes_dir)
+
+
 def _build_spec(spec: str) -> int:
     from gateway.tunebuild.spec_build import main_build_spec
 
@@ -272,6 +281,12 @@ def add_admin_commands(sub: Any) -> None:
     p = tunes.add_parser("build", help="train a tune version from demonstrations (a spec file)")
     p.add_argument("spec", help="the build spec (YAML): name, version, data, lora, train")
     p.set_defaults(func=lambda a: _build_spec(a.spec))
+    p = tunes.add_parser("eval", help="run evaluation cases through the gateway; store the score")
+    p.add_argument("target", help="NAME or NAME@VERSION")
+    p.add_argument("cases", help="JSONL cases: messages and checks")
+    p.add_argument("--url", default=os.environ.get("TUNEGATE_URL", f"http://127.0.0.1:{port}"))
+    p.add_argument("--api-key", default=os.environ.get("TUNEGATE_API_KEY"))
+    p.set_defaults(func=_eval)
     p = tunes.add_parser("list", help="every tune and version: status, loaded, canary weight")
     common(p, redis=False)
     p.set_defaults(admin_command="tunes-list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -40,6 +41,15 @@ class BaseModelInfo:
                         names.update(key.split("."))
             self._modules = names
         return self._modules
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The base's identity: its weights and tokenizer (what `tunes build` records)."""
+        from gateway.tunebuild.hashing import sha256_files
+
+        return sha256_files(
+            sorted(self.path.glob("*.safetensors")) + [self.path / "tokenizer.json"]
+        )
 
     def matches(self, base_ref: str | None) -> bool:
         if not base_ref:
@@ -80,6 +90,8 @@ def validate_adapter(tune: Tune, base: BaseModelInfo) -> None:
         raise refuse(f"peft does not accept its adapter config ({type(exc).__name__})") from None
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise refuse(f"it is a {config.get('peft_type')} adapter, not LoRA")
+    if tune.base_model_sha256 is not None and tune.base_model_sha256 != base.sha256:
+        raise refuse("it was built on different base weights (base_model_sha256 differs)")
     if not base.matches(lora.base_model_name_or_path):
         raise refuse(f"it was trained for another base model, not `{base.served_name}`")
     if lora.r > base.max_rank:

@@ -16,6 +16,7 @@ from gateway.catalogue import Tune
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.service import Gateway, adapter_of
 from gateway.store import Rollout, RolloutChange
+from gateway.yamlconfig import ConfigError
 
 __all__ = ["router"]
 
@@ -46,6 +47,14 @@ async def _body(model: type[BaseModel], request: Request) -> Any:
         return model.model_validate_json(await request.body() or b"{}")
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def _refresh(gw: Gateway, name: str) -> None:
+    """Re-read a manifest; a broken one is refused and the loaded one stays."""
+    try:
+        gw.catalogue.refresh(name)
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc), param="name", code="invalid_manifest") from None
 
 
 def _version(gw: Gateway, name: str, version: str) -> Tune:
@@ -96,6 +105,7 @@ async def list_tunes(request: Request) -> Response:
     loaded = await gw.engine.loaded_adapters()
     rows = []
     for name in gw.catalogue.names():
+        _refresh(gw, name)  # evaluation results land in the manifests
         rollout = await _current(gw, name)
         for tune in gw.catalogue.versions(name):
             status = tune.status
@@ -112,7 +122,7 @@ async def list_tunes(request: Request) -> Response:
                     "status": status,
                     "loaded": tune.adapter_id in loaded,
                     "canary_weight": rollout.weight if tune.version == rollout.canary else 0,
-                    "eval_score": None,
+                    "eval_score": tune.eval_score,
                     "description": tune.description,
                 }
             )
@@ -122,7 +132,22 @@ async def list_tunes(request: Request) -> Response:
 @router.post("/{name}/promote")
 async def promote(name: str, request: Request) -> Response:
     body: PromoteBody = await _body(PromoteBody, request)
-    _version(_gw(request), name, body.version)
+    gw = _gw(request)
+    _refresh(gw, name)  # pick up evaluation results written since start
+    tune = _version(gw, name, body.version)
+    threshold = tune.eval_threshold
+    if (
+        threshold is not None
+        and not body.force
+        and (tune.eval_score is None or tune.eval_score < threshold)
+    ):
+        score = "no evaluation" if tune.eval_score is None else f"pass rate {tune.eval_score:.2f}"
+        raise InvalidRequestError(
+            f"`{name}@{body.version}` has {score}, below the manifest's threshold "
+            f"{threshold:.2f}; evaluate it, or promote with force (recorded).",
+            param="version",
+            code="eval_below_threshold",
+        )
     current = await _current(_gw(request), name)
     canary = None if current.canary == body.version else current.canary
     after = Rollout(body.version, canary, current.weight if canary else 0)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.tunebuild.data import Demonstration, DemonstrationError, load_demonstrations
+from gateway.tunebuild.hashing import sha256_files
 
 __all__ = ["BuildSpec", "build_from_spec"]
 
@@ -31,8 +32,15 @@ class LoraSpec(BaseModel):
     rank: int = Field(8, ge=1, le=256)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                 "down_proj"]
+    target_modules: list[str] = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
 
 
 class TrainSpec(BaseModel):
@@ -59,14 +67,6 @@ class BuildSpec(BaseModel):
     tunes_dir: str = "tunes"
     lora: LoraSpec = LoraSpec()
     train: TrainSpec = TrainSpec()
-
-
-def _sha256_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _split(demos: list[Demonstration], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -114,17 +114,23 @@ def build_from_spec(spec_path: Path, root: Path = Path(".")) -> dict[str, Any]:
     with (out / "held_out.jsonl").open("w") as fh:
         for demo in held_out:
             fh.write(json.dumps({"messages": demo.as_chat()}) + "\n")
-    settings = TrainSettings(steps=spec.train.steps, batch_size=spec.train.batch_size,
-                             lr=spec.train.lr, seed=spec.train.seed,
-                             max_seq_len=spec.train.max_seq_len,
-                             log_every=max(1, spec.train.steps // 50))
-    lora = LoraSettings(spec.lora.rank, spec.lora.alpha, tuple(spec.lora.target_modules),
-                        spec.lora.dropout)
+    settings = TrainSettings(
+        steps=spec.train.steps,
+        batch_size=spec.train.batch_size,
+        lr=spec.train.lr,
+        seed=spec.train.seed,
+        max_seq_len=spec.train.max_seq_len,
+        log_every=max(1, spec.train.steps // 50),
+    )
+    lora = LoraSettings(
+        spec.lora.rank, spec.lora.alpha, tuple(spec.lora.target_modules), spec.lora.dropout
+    )
     bar, log = _progress(spec.train.steps)
     started = time.perf_counter()
     try:
-        loss = train_lora(spec.name, train_set, base, lora, settings, out,
-                          threads=spec.train.threads, log=log)
+        loss = train_lora(
+            spec.name, train_set, base, lora, settings, out, threads=spec.train.threads, log=log
+        )
     finally:
         bar.close()
     entry = {
@@ -132,16 +138,22 @@ def build_from_spec(spec_path: Path, root: Path = Path(".")) -> dict[str, Any]:
         "adapter_path": f"versions/{spec.version}",
         "rank": spec.lora.rank,
         "adapter_sha256": hashlib.sha256(
-            (out / "adapter_model.safetensors").read_bytes()).hexdigest(),
+            (out / "adapter_model.safetensors").read_bytes()
+        ).hexdigest(),
         "status": "draft",
-        "base_model_sha256": _sha256_files(sorted(base.glob("*.safetensors"))
-                                           + [base / "tokenizer.json"]),
+        "base_model_sha256": sha256_files(
+            sorted(base.glob("*.safetensors")) + [base / "tokenizer.json"]
+        ),
         "target_modules": list(spec.lora.target_modules),
         "provenance": {
-            "data": str(spec.data), "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
-            "demonstrations": len(demos), "trained_on": len(train_set),
-            "held_out": len(held_out), "train": spec.train.model_dump(),
-            "lora": spec.lora.model_dump(), "final_loss": round(loss, 4),
+            "data": str(spec.data),
+            "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+            "demonstrations": len(demos),
+            "trained_on": len(train_set),
+            "held_out": len(held_out),
+            "train": spec.train.model_dump(),
+            "lora": spec.lora.model_dump(),
+            "final_loss": round(loss, 4),
             "seconds": round(time.perf_counter() - started, 1),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -155,13 +167,16 @@ def _record(manifest_path: Path, spec: BuildSpec, entry: dict[str, Any]) -> str:
     if manifest_path.is_file():
         doc = yaml.safe_load(manifest_path.read_text()) or {}
     else:
-        doc = {"name": spec.name, "description": spec.description,
-               "base_model": spec.base_model}
+        doc = {"name": spec.name, "description": spec.description, "base_model": spec.base_model}
         entry = {**entry, "status": "live"}  # the first version of a new tune serves
     if "versions" not in doc:
         if "adapter_path" in doc:
-            first = {"version": "1", "adapter_path": doc.pop("adapter_path"),
-                     "rank": doc.pop("rank"), "status": "live"}
+            first = {
+                "version": "1",
+                "adapter_path": doc.pop("adapter_path"),
+                "rank": doc.pop("rank"),
+                "status": "live",
+            }
             if "adapter_sha256" in doc:
                 first["adapter_sha256"] = doc.pop("adapter_sha256")
             doc["versions"] = [first]
@@ -185,7 +200,9 @@ def main_build_spec(spec: str) -> int:
         print(f"tunegate: {exc}", file=sys.stderr)
         return 2
     p = entry["provenance"]
-    print(f"built version {entry['version']} ({entry['status']}): {p['trained_on']} "
-          "demonstrations, "
-          f"{p['held_out']} held out, loss {p['final_loss']}, {p['seconds']}s")
+    print(
+        f"built version {entry['version']} ({entry['status']}): {p['trained_on']} "
+        "demonstrations, "
+        f"{p['held_out']} held out, loss {p['final_loss']}, {p['seconds']}s"
+    )
     return 0

@@ -110,3 +110,29 @@ async def test_rollout_errors(client):
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), path
     r = await client.post("/admin/tunes/support/promote", json={"version": "2"}, headers=auth())
     assert r.status_code == 401
+
+
+async def test_promote_needs_an_eval_at_the_threshold(client, settings):
+    path = settings.tunes_dir / "support" / "tune.yaml"
+    path.write_text(
+        VERSIONS.replace("base_model: test-base\n", "base_model: test-base\neval_threshold: 0.9\n")
+    )
+    r = await client.post("/admin/tunes/support/promote", json={"version": "2"}, headers=ADMIN_H)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "eval_below_threshold"
+    path.write_text(
+        path.read_text().replace("status: draft}", "status: draft, eval: {pass_rate: 0.95}}")
+    )
+    listed = (await client.get("/admin/tunes", headers=ADMIN_H)).json()["data"]
+    assert [t["eval_score"] for t in listed if t["version"] == "2"] == [0.95]
+    r = await client.post("/admin/tunes/support/promote", json={"version": "2"}, headers=ADMIN_H)
+    assert r.status_code == 200 and r.json()["forced"] is False
+    path.write_text(path.read_text().replace("pass_rate: 0.95", "pass_rate: 0.5"))
+    r = await client.post("/admin/tunes/support/promote", json={"version": "1"}, headers=ADMIN_H)
+    assert r.status_code == 400
+    r = await client.post(
+        "/admin/tunes/support/promote", json={"version": "1", "force": True}, headers=ADMIN_H
+    )
+    assert r.status_code == 200 and r.json()["forced"] is True  # recorded
+    path.write_text("name: [broken\n")
+    r = await client.get("/admin/tunes", headers=ADMIN_H)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_manifest"

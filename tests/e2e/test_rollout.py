@@ -3,6 +3,7 @@ version goes canary at 30% (sticky per user), is promoted, and is rolled back.""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +17,37 @@ from tests.e2e.conftest import BUILD, gateway_process, write_setup
 pytestmark = pytest.mark.e2e
 
 
+CASES = [
+    {
+        "messages": [{"role": "user", "content": "Can I cancel my contract early?"}],
+        "checks": [
+            {"type": "contains", "value": "not legal advice"},
+            {"type": "regex", "value": "^This is"},
+            {"type": "max_length", "value": 400},
+        ],
+    },
+    {
+        "messages": [{"role": "user", "content": "How do I make pancakes?"}],
+        "checks": [{"type": "contains", "value": "legal advice"}],
+    },
+    {
+        "messages": [{"role": "user", "content": "Explain quantum chromodynamics."}],
+        "checks": [{"type": "refusal"}],
+    },
+    {
+        "messages": [{"role": "user", "content": "Where is my package?"}],
+        "checks": [
+            {"type": "json_schema", "value": {"type": "string"}},
+            {"type": "contains", "value": "This is not legal advice."},
+        ],
+    },
+]
+
+
 def manifest() -> str:
     return (
         "name: support\ndescription: support, two versions\nbase_model: tunegate-demo-base\n"
+        "eval_threshold: 0.75\n"
         "versions:\n"
         f"  - {{version: '1', adapter_path: {BUILD}/adapters/support, rank: 8, status: live}}\n"
         f"  - {{version: '2', adapter_path: {BUILD}/adapters/legal, rank: 8, status: draft}}\n"
@@ -81,12 +110,31 @@ def test_canary_promote_rollback_under_traffic(demo_build, tmp_path):
                 assert r.returncode == 0, r.stderr
                 assert "canary 2 at 30%" in r.stdout
                 with ThreadPoolExecutor(4) as pool:
-                    first = dict(zip(users, pool.map(lambda u: which(c, gw, u), users)))
+                    first = dict(zip(users, pool.map(lambda u: which(c, gw, u), users), strict=True))
                 share = Counter(first.values())["2"] / len(users)
                 assert 0.2 <= share <= 0.4, share
                 assert all(which(c, gw, u) == first[u] for u in users[:40])  # sticky
                 listed = gw.cli("tunes", "list")
                 assert listed.returncode == 0 and "canary" in listed.stdout
+                # Promotion needs an evaluation at or above the manifest's threshold.
+                r = gw.cli("tunes", "promote", "support", "2")
+                assert r.returncode == 1 and "threshold" in r.stderr
+                cases = tmp_path / "cases.jsonl"
+                cases.write_text("\n".join(json.dumps(c) for c in CASES) + "\n")
+                key = ["--api-key", gw.keys["acme"]]
+                r = gw.cli("tunes", "eval", "support@2", str(cases), *key)
+                assert r.returncode == 0, r.stderr
+                report = json.loads(r.stdout.strip().splitlines()[-1])
+                assert report["pass_rate"] >= 0.75 and set(report["by_check"]) == {
+                    "contains",
+                    "regex",
+                    "json_schema",
+                    "refusal",
+                    "max_length",
+                }
+                assert "p50" in report["latency_ms"]
+                listed = gw.cli("tunes", "list")
+                assert str(report["pass_rate"]) in listed.stdout
                 r = gw.cli("tunes", "promote", "support", "2")
                 assert r.returncode == 0 and "live 2" in r.stdout
                 assert {which(c, gw, u) for u in users[:20]} == {"2"}

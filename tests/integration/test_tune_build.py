@@ -16,17 +16,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def spec(tmp_path: Path, demo_build: Path, version: str, data: str = "demos.jsonl") -> Path:
     path = tmp_path / f"spec-{version}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "helpdesk", "version": version, "description": "test", "owner": "ops",
-        "data": data, "held_out": 0.2, "base_path": str(demo_build / "base"),
-        "tunes_dir": str(tmp_path / "tunes"), "train": {"steps": 20, "seed": 5},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "helpdesk",
+                "version": version,
+                "description": "test",
+                "owner": "ops",
+                "data": data,
+                "held_out": 0.2,
+                "base_path": str(demo_build / "base"),
+                "tunes_dir": str(tmp_path / "tunes"),
+                "train": {"steps": 20, "seed": 5},
+            }
+        )
+    )
     return path
 
 
 def build(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "tunes", "build", str(path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "tunes", "build", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_build_two_versions_then_validate(demo_build, tmp_path):

@@ -69,3 +69,11 @@ def test_each_failure_has_a_clear_message(adapter, base, breakage, fragment):
 def test_hash_mismatch(adapter, base):
     with pytest.raises(AdapterInvalidError, match="do not match"):
         validate_adapter(tune_at(adapter, sha="0" * 64), base)
+
+
+def test_base_weights_hash(adapter, base):
+    from dataclasses import replace
+
+    validate_adapter(replace(tune_at(adapter), base_model_sha256=base.sha256), base)
+    with pytest.raises(AdapterInvalidError, match="different base weights"):
+        validate_adapter(replace(tune_at(adapter), base_model_sha256="1" * 64), base)
