@@ -99,6 +99,7 @@ class Tune:
     eval_score: float | None = None
     eval_threshold: float | None = None
     base_model_sha256: str | None = None
+    system_prompt: str | None = None
 
     @property
     def key(self) -> str:
@@ -134,6 +135,7 @@ def _load_manifest(path: Path) -> list[Tune]:
                 eval_score=(v.eval or {}).get("pass_rate"),
                 eval_threshold=manifest.eval_threshold,
                 base_model_sha256=v.base_model_sha256,
+                system_prompt=manifest.system_prompt,
             )
         )
     return out

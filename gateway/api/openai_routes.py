@@ -112,6 +112,9 @@ async def chat_completions(request: Request) -> Response:
         resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
         t.version = resolved.tune.version if resolved.tune else None
+        prompt = resolved.tune.system_prompt if resolved.tune else None
+        if prompt and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": prompt}, *messages]  # the tune's default
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
         admission = await gw.admit(principal, ereq)

@@ -157,6 +157,7 @@ async def promote(name: str, request: Request) -> Response:
 @router.post("/{name}/canary")
 async def canary(name: str, request: Request) -> Response:
     body: CanaryBody = await _body(CanaryBody, request)
+    _refresh(_gw(request), name)  # a version built since start
     _version(_gw(request), name, body.version)
     current = await _current(_gw(request), name)
     if body.version == current.live:

@@ -136,3 +136,26 @@ async def test_promote_needs_an_eval_at_the_threshold(client, settings):
     path.write_text("name: [broken\n")
     r = await client.get("/admin/tunes", headers=ADMIN_H)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_manifest"
+
+
+async def test_tune_system_prompt_is_used_when_the_request_has_none(client, engine, settings):
+    path = settings.tunes_dir / "legal" / "tune.yaml"
+    path.write_text(path.read_text() + "system_prompt: Answer formally.\n")
+    app_catalogue_refresh = await client.post("/admin/tunes/legal/load", headers=ADMIN_H)
+    assert app_catalogue_refresh.status_code == 200
+    engine.script = ["ok"]
+    await client.post(
+        "/v1/chat/completions",
+        headers=auth(),
+        json={"model": "legal", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    with_default = len(engine.requests[-1].prompt_token_ids)
+    await client.post(
+        "/v1/chat/completions",
+        headers=auth(),
+        json={
+            "model": "legal",
+            "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}],
+        },
+    )
+    assert with_default == len(engine.requests[-1].prompt_token_ids) + 1  # "Answer formally."

@@ -1,5 +1,6 @@
-"""The life of a tune on the real engine, from the CLI, while traffic keeps flowing: a second
-version goes canary at 30% (sticky per user), is promoted, and is rolled back."""
+"""The life of a tune on the real engine, from the CLI alone, while traffic keeps flowing: a
+second version is built from demonstrations, evaluated, put on a 30% canary (sticky per user),
+promoted, and rolled back."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.auth import new_key
-from tests.e2e.conftest import BUILD, gateway_process, write_setup
+from tests.e2e.conftest import BUILD, ROOT, gateway_process, write_setup
 
 pytestmark = pytest.mark.e2e
 
@@ -44,14 +45,16 @@ CASES = [
 ]
 
 
-def manifest() -> str:
-    return (
-        "name: support\ndescription: support, two versions\nbase_model: tunegate-demo-base\n"
-        "eval_threshold: 0.75\n"
-        "versions:\n"
-        f"  - {{version: '1', adapter_path: {BUILD}/adapters/support, rank: 8, status: live}}\n"
-        f"  - {{version: '2', adapter_path: {BUILD}/adapters/legal, rank: 8, status: draft}}\n"
+def build_spec(tmp_path, tunes) -> str:
+    """Version 2 of `support`, trained on a few legal demonstrations (a visibly different style)."""
+    lines = (ROOT / "tunes/demo/data/legal.jsonl").read_text().splitlines()[:150]
+    (tmp_path / "demos.jsonl").write_text("\n".join(lines) + "\n")
+    spec = tmp_path / "support-2.yaml"
+    spec.write_text(
+        "name: support\nversion: '2'\ndata: demos.jsonl\nheld_out: 0.1\n"
+        f"base_path: {BUILD}/base\ntunes_dir: {tunes}\ntrain: {{steps: 200, seed: 4}}\n"
     )
+    return str(spec)
 
 
 def which(client: httpx.Client, gw, user: str) -> str:
@@ -74,7 +77,8 @@ def which(client: httpx.Client, gw, user: str) -> str:
 def test_canary_promote_rollback_under_traffic(demo_build, tmp_path):
     keys = {"acme": new_key(), "narrow": new_key()}
     tunes, policies = write_setup(tmp_path, keys)
-    (tunes / "support" / "tune.yaml").write_text(manifest())
+    support = tunes / "support" / "tune.yaml"
+    support.write_text(support.read_text().replace("eval_threshold: 0.75", "eval_threshold: 0.6"))
     with gateway_process(tmp_path, tunes, policies, keys, new_key(), name="rollout") as gw:
         failures: list[int] = []
         stop = threading.Event()
@@ -106,11 +110,16 @@ def test_canary_promote_rollback_under_traffic(demo_build, tmp_path):
             users = [f"user-{i}" for i in range(200)]
             with httpx.Client(timeout=60) as c:
                 assert {which(c, gw, u) for u in users[:10]} == {"1"}
+                r = gw.cli("tunes", "build", build_spec(tmp_path, tunes))
+                assert r.returncode == 0, r.stderr
+                assert "built version 2 (draft)" in r.stdout
                 r = gw.cli("tunes", "canary", "support", "2", "--weight", "30")
                 assert r.returncode == 0, r.stderr
                 assert "canary 2 at 30%" in r.stdout
                 with ThreadPoolExecutor(4) as pool:
-                    first = dict(zip(users, pool.map(lambda u: which(c, gw, u), users), strict=True))
+                    first = dict(
+                        zip(users, pool.map(lambda u: which(c, gw, u), users), strict=True)
+                    )
                 share = Counter(first.values())["2"] / len(users)
                 assert 0.2 <= share <= 0.4, share
                 assert all(which(c, gw, u) == first[u] for u in users[:40])  # sticky
@@ -125,7 +134,7 @@ def test_canary_promote_rollback_under_traffic(demo_build, tmp_path):
                 r = gw.cli("tunes", "eval", "support@2", str(cases), *key)
                 assert r.returncode == 0, r.stderr
                 report = json.loads(r.stdout.strip().splitlines()[-1])
-                assert report["pass_rate"] >= 0.75 and set(report["by_check"]) == {
+                assert report["pass_rate"] >= 0.6 and set(report["by_check"]) == {
                     "contains",
                     "regex",
                     "json_schema",
