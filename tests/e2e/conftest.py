@@ -53,7 +53,7 @@ class LiveGateway:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the `tunegate` CLI against this gateway's admin API."""
         env = {
             **os.environ,
@@ -67,7 +67,7 @@ class LiveGateway:
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
         )
 
 

@@ -103,6 +103,10 @@ def test_canary_promote_rollback_under_traffic(demo_build, tmp_path):
                     if r.status_code != 200:
                         failures.append(r.status_code)
 
+        # Build version 2 from demonstrations with the CLI (the gateway keeps serving).
+        r = gw.cli("tunes", "build", build_spec(tmp_path, tunes), timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert "built version 2 (draft)" in r.stdout
         background = [threading.Thread(target=traffic) for _ in range(2)]
         for t in background:
             t.start()
@@ -110,9 +114,6 @@ def test_canary_promote_rollback_under_traffic(demo_build, tmp_path):
             users = [f"user-{i}" for i in range(200)]
             with httpx.Client(timeout=60) as c:
                 assert {which(c, gw, u) for u in users[:10]} == {"1"}
-                r = gw.cli("tunes", "build", build_spec(tmp_path, tunes))
-                assert r.returncode == 0, r.stderr
-                assert "built version 2 (draft)" in r.stdout
                 r = gw.cli("tunes", "canary", "support", "2", "--weight", "30")
                 assert r.returncode == 0, r.stderr
                 assert "canary 2 at 30%" in r.stdout
