@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from gateway.api.errors import validation_error
 from gateway.auth import check_admin, hash_key, new_key
+from gateway.catalogue import Tune
 from gateway.errors import EngineUnavailableError, InvalidRequestError, NotFoundError
 from gateway.policy import PolicySet, Tenant, load_policy
 from gateway.service import Gateway, adapter_of
@@ -80,14 +81,18 @@ def _key_view(key: StoredKey) -> dict[str, Any]:
     }
 
 
-@router.post("/tunes/{name}/load")
-async def load_tune(name: str, request: Request) -> Response:
-    gw = _gw(request)
-    tune = gw.catalogue.refresh(name)
+def _tune(name: str, tune: Tune | None) -> Tune:
     if tune is None:
         raise NotFoundError(
             f"No tune named `{name}` is in the catalogue.", param="name", code="tune_not_found"
         )
+    return tune
+
+
+@router.post("/tunes/{name}/load")
+async def load_tune(name: str, request: Request) -> Response:
+    gw = _gw(request)
+    tune = _tune(name, gw.catalogue.refresh(name))
     if not gw.engine.ready:
         raise EngineUnavailableError("The engine is not ready.", headers={"Retry-After": "5"})
     loaded = await gw.load_adapter(adapter_of(tune))
@@ -105,11 +110,7 @@ async def load_tune(name: str, request: Request) -> Response:
 @router.post("/tunes/{name}/unload")
 async def unload_tune(name: str, request: Request) -> Response:
     gw = _gw(request)
-    tune = gw.catalogue.get(name)
-    if tune is None:
-        raise NotFoundError(
-            f"No tune named `{name}` is in the catalogue.", param="name", code="tune_not_found"
-        )
+    tune = _tune(name, gw.catalogue.get(name))
     await gw.unload_adapter(tune)
     return _json({"object": "tune", "id": tune.name, "loaded": False})
 

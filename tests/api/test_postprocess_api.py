@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
 import orjson
 import pytest
 
-from gateway.api import create_app
 from gateway.audit.file_sink import audit_files
 from gateway.auth import hash_key
 from tests.api.conftest import KEYS, auth, write_config
@@ -51,16 +49,6 @@ def settings(tmp_path):
         path = s.tunes_dir / name / "tune.yaml"
         path.write_text(path.read_text() + fmt)
     return s
-
-
-@pytest.fixture
-async def client(settings, engine):
-    app = create_app(settings, engine=engine)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
-    ):
-        yield c
 
 
 def events(text):

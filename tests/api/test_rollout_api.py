@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import httpx
 import pytest
 
-from gateway.api import create_app
 from tests.api.conftest import ADMIN, auth, write_config
 
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}", "X-Tunegate-Actor": "ops"}
@@ -25,16 +23,6 @@ def settings(tmp_path):
     s = write_config(tmp_path)
     (s.tunes_dir / "support" / "tune.yaml").write_text(VERSIONS)
     return s
-
-
-@pytest.fixture
-async def client(settings, engine):
-    app = create_app(settings, engine=engine)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
-    ):
-        yield c
 
 
 async def served(client, engine, user, model="support"):
