@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.postprocess.formatting import FormatProfile
 from gateway.yamlconfig import ConfigError, load_yaml_model
 
-__all__ = ["NAME_PATTERN", "Tune", "TuneCatalogue", "TuneManifest", "adapter_id"]
+__all__ = [
+    "NAME_PATTERN",
+    "Tune",
+    "TuneCatalogue",
+    "TuneManifest",
+    "adapter_id",
+    "versions_of",
+]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 MANIFEST = "tune.yaml"
@@ -77,6 +84,24 @@ class TuneManifest(BaseModel):
         if sum(v.status == "live" for v in self.versions) != 1:
             raise ValueError("exactly one version must have status `live`")
         return self
+
+
+def versions_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `versions` list of a raw manifest, turning a one-adapter manifest into version 1."""
+    if "versions" not in doc:
+        doc["versions"] = []
+        if "adapter_path" in doc:
+            first = {
+                "version": "1",
+                "adapter_path": doc.pop("adapter_path"),
+                "rank": doc.pop("rank"),
+                "status": "live",
+            }
+            if "adapter_sha256" in doc:
+                first["adapter_sha256"] = doc.pop("adapter_sha256")
+            doc["versions"].append(first)
+    versions: list[dict[str, Any]] = doc["versions"]
+    return versions
 
 
 def adapter_id(name: str) -> int:

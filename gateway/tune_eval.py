@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from gateway.catalogue import versions_of
+
 __all__ = ["REFUSAL", "run_eval", "score_case"]
 
 REFUSAL = re.compile(
@@ -120,25 +122,10 @@ def run_eval(url: str, key: str, model: str, cases_path: Path) -> dict[str, Any]
 def store_result(tunes_dir: Path, name: str, version: str, result: dict[str, Any]) -> None:
     path = tunes_dir / name / "tune.yaml"
     doc = yaml.safe_load(path.read_text())
-    versions = doc.get("versions")
-    if versions is None:  # a one-adapter manifest: that adapter is version 1
-        if version != "1":
-            raise ValueError(f"`{name}` has no version `{version}`")
-        first = {
-            "version": "1",
-            "adapter_path": doc.pop("adapter_path"),
-            "rank": doc.pop("rank"),
-            "status": "live",
-        }
-        if "adapter_sha256" in doc:
-            first["adapter_sha256"] = doc.pop("adapter_sha256")
-        first["eval"] = result
-        doc["versions"] = [first]
-    else:
-        match = [v for v in versions if str(v["version"]) == version]
-        if not match:
-            raise ValueError(f"`{name}` has no version `{version}`")
-        match[0]["eval"] = result
+    match = [v for v in versions_of(doc) if str(v["version"]) == version]
+    if not match:
+        raise ValueError(f"`{name}` has no version `{version}`")
+    match[0]["eval"] = result
     path.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.catalogue import versions_of
 from gateway.tunebuild.data import Demonstration, DemonstrationError, load_demonstrations
 from gateway.tunebuild.hashing import sha256_files
 
@@ -169,23 +170,10 @@ def _record(manifest_path: Path, spec: BuildSpec, entry: dict[str, Any]) -> str:
     else:
         doc = {"name": spec.name, "description": spec.description, "base_model": spec.base_model}
         entry = {**entry, "status": "live"}  # the first version of a new tune serves
-    if "versions" not in doc:
-        if "adapter_path" in doc:
-            first = {
-                "version": "1",
-                "adapter_path": doc.pop("adapter_path"),
-                "rank": doc.pop("rank"),
-                "status": "live",
-            }
-            if "adapter_sha256" in doc:
-                first["adapter_sha256"] = doc.pop("adapter_sha256")
-            doc["versions"] = [first]
-        else:
-            doc["versions"] = []
     for key in ("owner", "domain"):
         if getattr(spec, key) and key not in doc:
             doc[key] = getattr(spec, key)
-    doc["versions"].append(entry)
+    versions_of(doc).append(entry)
     manifest_path.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
     return str(entry["status"])
 
