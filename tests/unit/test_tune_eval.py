@@ -51,11 +51,20 @@ def test_eval_result_lands_on_the_version_of_a_one_adapter_manifest(tmp_path):
 
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "tune.yaml").write_text(
-        "name: t\nbase_model: b\nadapter_path: w\nrank: 8\nadapter_sha256: " + "a" * 64 + "\n")
+        "name: t\nbase_model: b\nadapter_path: w\nrank: 8\nadapter_sha256: " + "a" * 64 + "\n"
+    )
     store_result(tmp_path, "t", "1", {"pass_rate": 0.9})
     doc = yaml.safe_load((tmp_path / "t" / "tune.yaml").read_text())
-    assert doc["versions"] == [{"version": "1", "adapter_path": "w", "rank": 8, "status": "live",
-                                "adapter_sha256": "a" * 64, "eval": {"pass_rate": 0.9}}]
+    assert doc["versions"] == [
+        {
+            "version": "1",
+            "adapter_path": "w",
+            "rank": 8,
+            "status": "live",
+            "adapter_sha256": "a" * 64,
+            "eval": {"pass_rate": 0.9},
+        }
+    ]
     assert TuneCatalogue.load(tmp_path, "b").get("t").eval_score == 0.9
     with pytest.raises(ValueError, match="no version `2`"):
         store_result(tmp_path, "t", "2", {})
