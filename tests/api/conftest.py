@@ -58,6 +58,19 @@ class EchoEngine:
                 finish = "length" if len(words) == request.max_tokens else "stop"
             yield Output((" " if i > 1 else "") + word, i, len(request.prompt_token_ids), finish)
 
+    def hold(self) -> asyncio.Event:
+        """Make every request wait until the returned event is set (requests in flight)."""
+        gate = asyncio.Event()
+        original = self.stream
+
+        async def held(request: EngineRequest) -> AsyncIterator[Output]:
+            await gate.wait()
+            async for out in original(request):
+                yield out
+
+        self.stream = held  # type: ignore[method-assign]
+        return gate
+
     async def load_adapter(self, adapter: Adapter) -> bool:
         if self.fail_load:
             from gateway.errors import InvalidRequestError

@@ -251,15 +251,7 @@ async def test_metrics_count_requests(client):
 async def test_unload_refuses_while_requests_run(client, engine):
     import asyncio
 
-    gate = asyncio.Event()
-    original = engine.stream
-
-    async def held(request):
-        await gate.wait()
-        async for out in original(request):
-            yield out
-
-    engine.stream = held
+    gate = engine.hold()
     admin = {"Authorization": f"Bearer {ADMIN}"}
     running = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT, headers=auth()))
     await asyncio.sleep(0.05)

@@ -95,15 +95,7 @@ async def test_tokens_are_reserved_then_reconciled(client, engine):
 
 
 async def test_concurrency_limit_and_release(client, engine, store):
-    gate = asyncio.Event()
-    original = engine.stream
-
-    async def slow(request):
-        await gate.wait()
-        async for out in original(request):
-            yield out
-
-    engine.stream = slow
+    gate = engine.hold()
     first = asyncio.create_task(
         client.post("/v1/chat/completions", json=CHAT, headers=auth("narrow"))
     )
@@ -269,15 +261,7 @@ async def test_admin_lists_tenants(client):
 
 
 async def test_requests_in_flight_finish_on_the_old_tune(client, engine):
-    gate = asyncio.Event()
-    original = engine.stream
-
-    async def held(request):
-        await gate.wait()
-        async for out in original(request):
-            yield out
-
-    engine.stream = held
+    gate = engine.hold()
     body = {**CHAT, "model": "default"}
     before = asyncio.create_task(client.post("/v1/chat/completions", json=body, headers=auth()))
     await asyncio.sleep(0.05)
