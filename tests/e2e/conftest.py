@@ -7,6 +7,7 @@ started on free loopback ports with their own tenants and keys.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,7 +54,7 @@ class LiveGateway:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """Run the `tunegate` CLI against this gateway's admin API."""
         env = {
             **os.environ,
@@ -61,14 +62,23 @@ class LiveGateway:
             "TUNEGATE_ADMIN_TOKEN": self.admin_token,
             **{k: v for k, v in self.env.items() if k.endswith(("_DIR", "MODEL_PATH"))},
         }
-        return subprocess.run(
-            [sys.executable, "-m", "gateway", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        # A CLI call that runs past its time dumps every thread's stack (faulthandler on
+        # SIGABRT) so the failure says where it stood, next to the gateway's log.
+        env["PYTHONFAULTHANDLER"] = "1"
+        cmd = [sys.executable, "-m", "gateway", *args]
+        with subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)
+                out, err = proc.communicate()
+                raise AssertionError(
+                    f"`tunegate {' '.join(args)}` ran past {timeout}s.\nstdout: {out}\n"
+                    f"stderr: {err}\nthe gateway's log:\n{self.log_tail()}"
+                ) from None
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def free_port() -> int:
