@@ -28,9 +28,12 @@ build-demo: install
 demo: build-demo
 	$(BIN)/tunegate demo
 
+# The tests start their own redis-server; promtool (Debian's prometheus package) checks the
+# metrics output and the alert rules.
 system-deps:
-	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
-		$(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+	@{ command -v redis-server && command -v promtool; } >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends redis-server prometheus >/dev/null; }
 
 test: install system-deps build-demo
 	$(BIN)/python -m pytest

@@ -1,6 +1,17 @@
-"""Every gateway metric, defined once, on a registry owned by the app (bounded labels only)."""
+"""Every gateway metric, defined once, on a registry owned by the app (bounded labels only).
+
+Labels come only from bounded sets: route, tenant (from the policy), tune and version (from the
+catalogue), status class, rule id, reason and stage names fixed in code. Never a key, a request id
+or a model name as the client sent it.
+
+Several worker processes: when `PROMETHEUS_MULTIPROC_DIR` is set before `prometheus_client` is
+imported (`tunegate serve --workers N` does this), every process writes its values to that folder
+and `/metrics` adds them up across processes (`MultiProcessCollector`); gauges say how.
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -11,10 +22,16 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "exported_metric_names", "multiprocess_dir"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1, 10)
+GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
@@ -22,6 +39,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+
+        # Traffic.
         self.requests = Counter(
             "tunegate_requests",
             "Requests answered, by route, tenant, tune, tune version and status class.",
@@ -31,20 +50,27 @@ class Metrics:
         self.request_duration = Histogram(
             "tunegate_request_duration_seconds",
             "Time from request to last byte.",
-            ["route", "tune"],
+            ["route", "tenant", "tune"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.ttft = Histogram(
             "tunegate_time_to_first_token_seconds",
-            "Time to the first generated text.",
-            ["tune"],
+            "Time from request to the first generated text.",
+            ["tenant", "tune"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.token_gap = Histogram(
+            "tunegate_time_between_tokens_seconds",
+            "Gap between consecutive streamed outputs of one answer.",
+            ["tune"],
+            buckets=GAP_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
             "tunegate_tokens",
-            "Prompt and completion tokens, by tenant and tune.",
+            "Prompt and completion tokens, by tenant, tune and kind (prompt or completion).",
             ["tenant", "tune", "kind"],
             registry=r,
         )
@@ -55,18 +81,8 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=r,
         )
-        self.engine_ready = Gauge(
-            "tunegate_engine_ready",
-            "1 when the engine serves requests.",
-            registry=r,
-        )
-        self.adapter_loads = Counter(
-            "tunegate_adapter_loads",
-            "Adapter loads by tune and result.",
-            ["tune", "result"],
-            registry=r,
-        )
 
+        # Policy.
         self.policy_denials = Counter(
             "tunegate_policy_denials",
             "Requests refused by a tenant policy rule, by reason.",
@@ -75,7 +91,7 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "tunegate_rate_limited",
-            "Requests refused by a limit (requests, tokens, concurrency).",
+            "Requests refused by a limit, by reason (requests, tokens, concurrency).",
             ["tenant", "reason"],
             registry=r,
         )
@@ -91,31 +107,110 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
-
         self.safety_findings = Counter(
             "tunegate_safety_findings",
-            "Safety rule matches on input and output, by action.",
+            "Safety rule matches on input and output, by rule and action.",
             ["rule", "action"],
             registry=r,
         )
+
+        # Tunes and the engine.
         self.rollouts = Counter(
             "tunegate_tune_rollouts",
             "Tune promotions, canary changes and rollbacks.",
             ["tune", "action"],
             registry=r,
         )
+        self.adapter_loads = Counter(
+            "tunegate_adapter_loads",
+            "Adapter loads by tune and result (ok, error).",
+            ["tune", "result"],
+            registry=r,
+        )
+        self.adapter_load_duration = Histogram(
+            "tunegate_adapter_load_duration_seconds",
+            "Time to validate and load an adapter onto the engine.",
+            ["tune"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+        self.adapter_evictions = Counter(
+            "tunegate_adapter_evictions",
+            "Adapters taken off the engine, by tune and reason (lru, unload).",
+            ["tune", "reason"],
+            registry=r,
+        )
+        self.adapters_resident = Gauge(
+            "tunegate_adapters_resident",
+            "Adapters loaded on the engine now.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.engine_ready = Gauge(
+            "tunegate_engine_ready",
+            "1 when the engine serves requests.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.engine_running = Gauge(
+            "tunegate_engine_requests_running",
+            "Requests the engine is generating for now (from the engine's scheduler).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.engine_waiting = Gauge(
+            "tunegate_engine_requests_waiting",
+            "Requests queued in the engine's scheduler now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.engine_kv_usage = Gauge(
+            "tunegate_engine_kv_cache_usage_ratio",
+            "Fraction of the engine's KV cache in use (0 to 1).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
+        # Audit.
         self.audit_events = Counter(
             "tunegate_audit_events",
             "Audit writer events: committed batches, write errors, "
-            "records spooled, requests refused (fail_closed).",
+            "records spooled (the fallback), requests refused (fail_closed).",
             ["event"],
+            registry=r,
+        )
+        self.audit_write_duration = Histogram(
+            "tunegate_audit_write_duration_seconds",
+            "Time to commit one batch of audit records to the sink.",
+            buckets=STAGE_BUCKETS,
             registry=r,
         )
         self.audit_queue_depth = Gauge(
             "tunegate_audit_queue_depth",
             "Audit records waiting for the writer.",
             registry=r,
+            multiprocess_mode="livesum",
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)
+        return generate_latest(registry)
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name `/metrics` can show (with `_total`, `_bucket`, `_sum`, `_count`)."""
+    names: set[str] = set()
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
+    for family in Metrics().registry.collect():
+        names.update(family.name + s for s in suffixes[family.type])
+    return names
