@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,20 +11,37 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
+    from gateway.settings import Settings
+
+    settings = Settings()
+    updates: dict[str, object] = {}
+    if args.port is not None:
+        updates["port"] = args.port
+    if getattr(args, "workers", None):
+        updates["workers"] = args.workers
+    if demo and "TUNEGATE_LOG_FORMAT" not in os.environ:
+        updates["log_format"] = "text"  # the demo is read by people
+    settings = settings.model_copy(update=updates)
+    if settings.workers > 1 and settings.engine.kind == "inprocess":
+        print(
+            "tunegate: several workers need a remote engine (TUNEGATE_ENGINE__KIND=pool); "
+            "the in-process engine lives in one process",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.workers > 1:
+        _multiprocess_metrics()  # before anything imports prometheus_client
     import uvicorn
 
     from gateway.api import create_app
-    from gateway.settings import Settings
+    from gateway.observability.logs import configure_logging
     from gateway.yamlconfig import ConfigError
 
-    settings = Settings()
-    if args.port is not None:
-        settings = settings.model_copy(update={"port": args.port})
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    log_config = configure_logging(settings.log_level, settings.log_format)
+    if settings.log_format == "json":
+        _vllm_logs_as_json(log_config)
     try:
-        app = create_app(settings)
+        app = create_app(settings)  # validates the config files (each worker builds its own)
     except ConfigError as exc:
         print(f"tunegate: {exc}", file=sys.stderr)
         return 2
@@ -36,15 +52,49 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
             print("tunegate: the demo serves on loopback only", file=sys.stderr)
             return 2
         watch_ready(settings.host, settings.port)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    common: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": log_config,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers > 1:
+        os.environ["TUNEGATE_PORT"] = str(settings.port)
+        uvicorn.run(
+            "gateway.api.factory:app_from_env", factory=True, workers=settings.workers, **common
+        )  # type: ignore[arg-type]
+    else:
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
     return 0
+
+
+def _multiprocess_metrics() -> None:
+    """Workers share metrics through files in `PROMETHEUS_MULTIPROC_DIR` (emptied at start)."""
+    import shutil
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tunegate-metrics-")
+
+
+def _vllm_logs_as_json(log_config: dict[str, object]) -> None:
+    """vLLM (and its engine-core process) log through the same JSON configuration."""
+    import json
+    import tempfile
+
+    if "VLLM_LOGGING_CONFIG_PATH" in os.environ:
+        return
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="tunegate-logging-", suffix=".json", delete=False
+    ) as fh:
+        json.dump(log_config, fh)
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = fh.name
 
 
 def _build_demo(args: argparse.Namespace) -> int:
@@ -105,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the gateway (settings from TUNEGATE_* variables)")
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=None, help="worker processes")
     serve.set_defaults(func=_serve)
     run_demo = sub.add_parser("demo", help="serve the demo model and tunes on loopback")
     run_demo.add_argument("--port", type=int, default=None)

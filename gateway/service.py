@@ -25,6 +25,7 @@ from gateway.errors import (
 )
 from gateway.limits import Admission, Limiter
 from gateway.observability import Metrics
+from gateway.observability.tracing import Tracing
 from gateway.policy_checks import check_request
 from gateway.postprocess import OutputPipeline
 from gateway.shared_state import Principal, SharedState
@@ -120,8 +121,10 @@ class Gateway:
         metrics: Metrics,
         audit: AuditSink,
         base_info: BaseModelInfo | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.audit = audit
+        self.tracing = tracing or Tracing()
         self.catalogue = catalogue
         self.state = state
         self.limiter = limiter
@@ -133,12 +136,16 @@ class Gateway:
         self.base_info = base_info
         self._validated: set[int] = set()
         self.inflight: Counter[str] = Counter()
+        evictions = metrics.adapter_evictions
+        engine.on_evict = lambda adapter: evictions.labels(adapter.name, "lru").inc()
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time a pipeline stage: a metric always, a child span when tracing is on."""
         start = time.perf_counter()
         try:
-            yield
+            with self.tracing.stage(name):
+                yield
         finally:
             self.metrics.stage_duration.labels(name).observe(time.perf_counter() - start)
 
@@ -324,6 +331,7 @@ class Gateway:
             frequency_penalty=s.frequency_penalty or 0.0,
             adapter=adapter_of(resolved.tune) if resolved.tune else None,
             structured=s.structured or self._profile_structure(principal, resolved),
+            trace_headers=self.tracing.trace_headers(),
         )
 
     def _profile_structure(self, principal: Principal, resolved: Resolved) -> dict[str, Any] | None:
@@ -344,17 +352,22 @@ class Gateway:
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
         adapter = request.adapter
-        if adapter is None:
-            async for out in self.engine.stream(request):
-                yield out
-            return
-        await self.load_adapter(adapter)
-        self.inflight[adapter.name] += 1
+        if adapter is not None:
+            await self.load_adapter(adapter)
+            self.inflight[adapter.name] += 1
+        queued = time.time_ns()
+        first = 0
         try:
             async for out in self.engine.stream(request):
+                if not first:
+                    first = time.time_ns()
+                    self.tracing.record("engine_queue", queued, first)
                 yield out
         finally:
-            self.inflight[adapter.name] -= 1
+            if adapter is not None:
+                self.inflight[adapter.name] -= 1
+            if first:
+                self.tracing.record("generate", first)
 
     async def complete(self, request: EngineRequest, post: OutputPipeline) -> Completion:
         """The whole answer, post-processed; stops the engine early when post-processing ends it."""
@@ -402,9 +415,11 @@ class Gateway:
             )
         await self.engine.unload_adapter(adapter_of(tune))
         self._validated.discard(tune.adapter_id)
+        self.metrics.adapter_evictions.labels(tune.name, "unload").inc()
 
     async def load_adapter(self, adapter: Adapter) -> bool:
         with self.stage("adapter_load"):
+            start = time.perf_counter()
             tune = self.catalogue.by_adapter_id(adapter.adapter_id)
             try:
                 if tune is not None:
@@ -415,4 +430,7 @@ class Gateway:
                 raise
             if loaded:
                 self.metrics.adapter_loads.labels(adapter.name, "ok").inc()
+                self.metrics.adapter_load_duration.labels(adapter.name).observe(
+                    time.perf_counter() - start
+                )
             return loaded

@@ -14,6 +14,7 @@ __all__ = ["EngineSettings", "Settings"]
 class EngineSettings(BaseModel):
     """How the in-process vLLM engine is started (nested: `TUNEGATE_ENGINE__MAX_LORAS=8`)."""
 
+    kind: Literal["inprocess"] = "inprocess"
     model_path: Path = Path("build/demo/base")
     served_model_name: str = "tunegate-demo-base"
     dtype: str = "float32"
@@ -42,6 +43,8 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (pool engine only)")
     redis_url: SecretStr | None = None
     redis_prefix: str = "tg:"
     store_timeout_s: float = Field(0.25, gt=0)

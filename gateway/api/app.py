@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
@@ -23,6 +23,7 @@ from gateway.engine import Engine
 from gateway.errors import GatewayError
 from gateway.limits import Limiter
 from gateway.observability import Metrics
+from gateway.observability.tracing import Tracing, TracingMiddleware
 from gateway.policy import PolicySet, load_policy
 from gateway.service import Gateway, adapter_of
 from gateway.settings import Settings
@@ -55,12 +56,19 @@ def _default_store(settings: Settings) -> Store:
     )
 
 
-def _audit_sink(settings: Settings, on_event: Callable[[str], None]) -> AuditSink:
+def _audit_sink(settings: Settings, metrics: Metrics) -> AuditSink:
+    def on_event(event: str) -> None:
+        metrics.audit_events.labels(event).inc()
+
+    def on_commit(seconds: float) -> None:
+        metrics.audit_write_duration.observe(seconds)
+
     common = {
         "mode": settings.audit_mode,
         "timeout_s": settings.audit_timeout_s,
         "commit_interval_s": settings.audit_commit_interval_s,
         "on_event": on_event,
+        "on_commit": on_commit,
     }
     if settings.audit_sink == "redis":
         if settings.redis_url is None:
@@ -73,7 +81,11 @@ def _audit_sink(settings: Settings, on_event: Callable[[str], None]) -> AuditSin
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, store: Store | None = None
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    store: Store | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the gateway app. Config files are validated here, so a bad file fails fast."""
     catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
@@ -102,7 +114,7 @@ def create_app(
         on_fallback=fallback,
         on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc(),
     )
-    audit = _audit_sink(settings, lambda event: metrics.audit_events.labels(event).inc())
+    audit = _audit_sink(settings, metrics)
     base_info = (
         BaseModelInfo(
             settings.engine.model_path,
@@ -112,8 +124,16 @@ def create_app(
         if engine is None
         else None
     )
+    tracing = tracing or Tracing.from_env()
     gateway = Gateway(
-        catalogue, state, limiter, engine or _default_engine(settings), metrics, audit, base_info
+        catalogue,
+        state,
+        limiter,
+        engine or _default_engine(settings),
+        metrics,
+        audit,
+        base_info,
+        tracing,
     )
 
     @contextlib.asynccontextmanager
@@ -146,6 +166,7 @@ def create_app(
             await gateway.engine.stop()
             await audit.close()
             await store.close()
+            tracing.shutdown()
 
     app = FastAPI(
         title="Tunegate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
@@ -158,5 +179,6 @@ def create_app(
     app.include_router(rollout_router)
     app.include_router(admin_router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(TracingMiddleware, tracing=tracing)  # inside: the request id is set
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequestError, PayloadTooLargeError
+from gateway.observability.logs import request_id_var
 
 __all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "send_error"]
 
@@ -50,13 +51,17 @@ class RequestIdMiddleware:
         if not rid:
             rid = uuid.uuid4().hex.encode()
         scope.setdefault("state", {})["request_id"] = rid.decode()
+        token = request_id_var.set(rid.decode())  # every log line of this request carries it
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:

@@ -48,6 +48,28 @@ def _json(payload: dict[str, Any], headers: dict[str, str] | None = None) -> Res
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
+def _describe(t: Tracker, body: ChatRequest | CompletionRequest, operation: str) -> None:
+    """The request's GenAI attributes for its span (only when tracing is on)."""
+    if t.span_attrs is None:
+        return
+    attrs = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.request.model": body.model,
+        "gen_ai.request.max_tokens": body.token_budget(),
+        "gen_ai.request.temperature": body.temperature,
+        "gen_ai.request.top_p": body.top_p,
+        "gen_ai.request.seed": body.seed,
+        "tunegate.stream": body.stream,
+    }
+    t.span_attrs.update({k: v for k, v in attrs.items() if v is not None})
+
+
+def _responding(t: Tracker, response_id: str, model: str) -> None:
+    if t.span_attrs is not None:
+        t.span_attrs["gen_ai.response.id"] = response_id
+        t.span_attrs["gen_ai.response.model"] = model
+
+
 def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
     return Sampling(
         max_tokens=body.token_budget(),
@@ -98,6 +120,7 @@ async def chat_completions(request: Request) -> Response:
         principal = await gw.authenticate(request.headers.get("authorization"))
         t.tenant, t.key_id = principal.tenant.name, principal.key_id
         body = _parse(ChatRequest, await request.body())
+        _describe(t, body, "chat")
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
@@ -116,6 +139,7 @@ async def chat_completions(request: Request) -> Response:
         if prompt and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": prompt}, *messages]  # the tune's default
         rid = f"chatcmpl-{uuid.uuid4().hex}"
+        _responding(t, rid, resolved.model)
         ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
         admission = await gw.admit(principal, ereq)
     except BaseException as exc:
@@ -136,6 +160,7 @@ async def completions(request: Request) -> Response:
         principal = await gw.authenticate(request.headers.get("authorization"))
         t.tenant, t.key_id = principal.tenant.name, principal.key_id
         body = _parse(CompletionRequest, await request.body())
+        _describe(t, body, "text_completion")
         gw.check_policy(principal, body.model_fields_set, [body.prompt_text()], "prompt")
         t.audit_mode = principal.tenant.audit_content
         t.prompt_text = body.prompt_text()
@@ -144,6 +169,7 @@ async def completions(request: Request) -> Response:
         t.tune = resolved.label
         t.version = resolved.tune.version if resolved.tune else None
         rid = f"cmpl-{uuid.uuid4().hex}"
+        _responding(t, rid, resolved.model)
         ereq = gw.prepare_completion(rid, principal, resolved, prompt, _sampling(body))
         admission = await gw.admit(principal, ereq)
     except BaseException as exc:
@@ -269,6 +295,7 @@ async def _events(
             if step.emit:
                 sent.append(step.emit)
                 yield render.sse(chunk(step.emit, None))
+                t.chunk_sent()
             if step.finish_reason is not None:
                 finish = step.finish_reason  # post-processing ended the answer: stop the engine
                 await outputs.aclose()  # type: ignore[attr-defined]
@@ -279,12 +306,14 @@ async def _events(
         if finish is None:
             if last.finish_reason is None:
                 raise GatewayError("The engine ended the stream without finishing.")
-            step = post.finish()
+            with t.gw.stage("postprocess"):
+                step = post.finish()
+                finish = step.finish_reason or last.finish_reason
+                if step.emit:
+                    sent.append(step.emit)
+                check_structured(ereq, "".join(sent), finish)
             if step.emit:
-                sent.append(step.emit)
                 yield render.sse(chunk(step.emit, None))
-            finish = step.finish_reason or last.finish_reason
-            check_structured(ereq, "".join(sent), finish)
         yield render.sse(chunk("", finish))
         if include_usage:
             payload = chunk("", None)

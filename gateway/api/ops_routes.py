@@ -37,6 +37,12 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    gw.metrics.engine_ready.set(1 if gw.engine.ready else 0)
-    gw.metrics.audit_queue_depth.set(gw.audit.depth())
-    return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
+    m = gw.metrics
+    stats = gw.engine.stats()
+    m.engine_ready.set(1 if gw.engine.ready else 0)
+    m.engine_running.set(stats.running)
+    m.engine_waiting.set(stats.waiting)
+    m.engine_kv_usage.set(stats.kv_cache_usage)
+    m.adapters_resident.set(stats.adapters_resident)
+    m.audit_queue_depth.set(gw.audit.depth())
+    return Response(m.render(), media_type=m.content_type)

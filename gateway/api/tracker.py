@@ -44,6 +44,8 @@ def decision_of(status: int, finish_reason: str | None) -> str:
 class Tracker:
     __slots__ = (
         "_future",
+        "_gap",
+        "_last",
         "answer_text",
         "audit",
         "audit_mode",
@@ -56,6 +58,7 @@ class Tracker:
         "prompt_tokens",
         "request_id",
         "route",
+        "span_attrs",
         "start",
         "tenant",
         "tune",
@@ -79,9 +82,23 @@ class Tracker:
         self.prompt_text: str | None = None
         self.answer_text: str | None = None
         self._future: asyncio.Future[None] | None = None
+        self._gap: Any = None
+        self._last = 0.0
+        # GenAI attributes for the request span (filled by the route only when tracing is on).
+        self.span_attrs: dict[str, Any] | None = {} if gw.tracing.enabled else None
 
     def first_token(self) -> None:
-        self.gw.metrics.ttft.labels(self.tune).observe(time.perf_counter() - self.start)
+        now = time.perf_counter()
+        self.gw.metrics.ttft.labels(self.tenant, self.tune).observe(now - self.start)
+        self._gap = self.gw.metrics.token_gap.labels(self.tune)
+        self._last = now
+
+    def chunk_sent(self) -> None:
+        """A streamed chunk went out: the gap since the previous one is observed."""
+        now = time.perf_counter()
+        if self._gap is not None:
+            self._gap.observe(now - self._last)
+        self._last = now
 
     def tokens(self, prompt: int, completion: int) -> None:
         self.prompt_tokens, self.completion_tokens = prompt, completion
@@ -100,7 +117,9 @@ class Tracker:
         m.requests.labels(
             self.route, self.tenant, self.tune, self.version or "", f"{status // 100}xx"
         ).inc()
-        m.request_duration.labels(self.route, self.tune).observe(elapsed)
+        m.request_duration.labels(self.route, self.tenant, self.tune).observe(elapsed)
+        if self.span_attrs is not None:
+            self._annotate_span(status, code, finish_reason)
         record = {
             "ts": round(time.time(), 3),
             "request_id": self.request_id,
@@ -122,6 +141,34 @@ class Tracker:
         }
         self._future = self.gw.audit.submit(record)
 
+    def _annotate_span(self, status: int, code: str | None, finish: str | None) -> None:
+        """GenAI semantic-convention attributes on the request span (names, never content)."""
+        from gateway.observability.tracing import current_span
+
+        span = current_span()
+        if span is None or not span.is_recording():
+            return
+        attrs = self.span_attrs or {}
+        operation = attrs.pop("gen_ai.operation.name", self.route)
+        span.update_name(f"{operation} {attrs.get('gen_ai.request.model', '')}".strip())
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": operation,
+                "gen_ai.provider.name": "vllm",
+                **attrs,
+                "gen_ai.usage.input_tokens": self.prompt_tokens,
+                "gen_ai.usage.output_tokens": self.completion_tokens,
+                "tunegate.tenant": self.tenant,
+                "tunegate.tune": self.tune,
+                "tunegate.tune.version": self.version or "",
+                "tunegate.decision": decision_of(status, finish),
+            }
+        )
+        if finish is not None:
+            span.set_attribute("gen_ai.response.finish_reasons", [finish])
+        if code is not None:
+            span.set_attribute("error.type", code)
+
     def _kept_content(self) -> dict[str, str]:
         """Prompts and answers as the tenant's policy says: omitted, hashed or redacted."""
         if self.audit_mode == "omit":
@@ -141,4 +188,5 @@ class Tracker:
     async def durable(self) -> None:
         """Wait until the audit record is committed (or spooled / refused, as configured)."""
         if self._future is not None:
-            await self.gw.audit.wait(self._future)
+            with self.gw.tracing.stage("audit"):
+                await self.gw.audit.wait(self._future)

@@ -40,6 +40,7 @@ class FileAuditSink:
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,
+        on_commit: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
@@ -49,6 +50,7 @@ class FileAuditSink:
             mode=mode,
             timeout_s=timeout_s,
             on_event=on_event,
+            on_commit=on_commit,
         )
         self.submit = self._writer.submit
         self.wait = self._writer.wait

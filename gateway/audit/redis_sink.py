@@ -30,6 +30,7 @@ class RedisStreamAuditSink:
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,
+        on_commit: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.stream = stream
         self._r = aioredis.Redis.from_url(
@@ -41,6 +42,7 @@ class RedisStreamAuditSink:
             mode=mode,
             timeout_s=timeout_s,
             on_event=on_event,
+            on_commit=on_commit,
             retry_errors=(RedisError, OSError),
         )
         self.submit = self._writer.submit

@@ -34,6 +34,7 @@ class GroupWriter:
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,
+        on_commit: Callable[[float], None] = lambda seconds: None,
         retry_errors: tuple[type[BaseException], ...] = (OSError,),
     ) -> None:
         self._commit = commit
@@ -41,6 +42,7 @@ class GroupWriter:
         self.mode = mode
         self.timeout_s = timeout_s
         self.on_event = on_event
+        self.on_commit = on_commit  # seconds one batch took to commit
         self.retry_errors = retry_errors
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -93,7 +95,9 @@ class GroupWriter:
                     break
             while True:
                 try:
+                    started = time.perf_counter()
                     await self._commit([r for r, _ in batch])
+                    self.on_commit(time.perf_counter() - started)
                     break
                 except self.retry_errors as exc:
                     self.on_event("write_error")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
-from gateway.engine.types import Adapter, EngineRequest, FinishReason, Output
+from gateway.engine.types import Adapter, EngineRequest, EngineStats, FinishReason, Output
 
-__all__ = ["Adapter", "Engine", "EngineRequest", "FinishReason", "Output"]
+__all__ = ["Adapter", "Engine", "EngineRequest", "EngineStats", "FinishReason", "Output"]
 
 
 class Engine(Protocol):
     """What the gateway needs of a model server. `VLLMEngine` is the in-process default."""
+
+    on_evict: Callable[[Adapter], None]  # told when the engine drops an adapter to make room
 
     @property
     def ready(self) -> bool: ...
@@ -40,3 +42,5 @@ class Engine(Protocol):
     async def loaded_adapters(self) -> set[int]: ...
 
     async def health(self) -> bool: ...
+
+    def stats(self) -> EngineStats: ...

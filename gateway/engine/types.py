@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Adapter", "EngineRequest", "FinishReason", "Output"]
+__all__ = ["Adapter", "EngineRequest", "EngineStats", "FinishReason", "Output"]
 
 FinishReason = Literal["stop", "length"]
 
@@ -33,6 +33,17 @@ class EngineRequest:
     frequency_penalty: float = 0.0
     adapter: Adapter | None = None
     structured: dict[str, Any] | None = None  # {"json": schema} or {"json_object": True}
+    trace_headers: dict[str, str] | None = None  # W3C trace context for a remote engine
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """The engine's own view of its load (from its scheduler), read at scrape time."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0  # 0 to 1
+    adapters_resident: int = 0
 
 
 @dataclass(slots=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from gateway.engine.prompts import PromptRenderer
-from gateway.engine.types import Adapter, EngineRequest, Output
+from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
 from gateway.errors import EngineUnavailableError, InvalidRequestError
 from gateway.settings import EngineSettings
 
@@ -31,7 +32,11 @@ class VLLMEngine:
         self._prompts: PromptRenderer | None = None
         self._ready = False
         self._locks: dict[str, asyncio.Lock] = {}
-        self._loaded: dict[int, Adapter] = {}
+        # Adapters on the engine, least recently used first; kept within `max_cpu_loras` by
+        # evicting the least recently used one explicitly (so it is seen and counted).
+        self._loaded: OrderedDict[int, Adapter] = OrderedDict()
+        self._scheduler: dict[str, float] = {}  # the last numbers from the engine's scheduler
+        self.on_evict: Callable[[Adapter], None] = lambda adapter: None
 
     @property
     def ready(self) -> bool:
@@ -60,11 +65,13 @@ class VLLMEngine:
             gpu_memory_utilization=s.gpu_memory_utilization,
             enforce_eager=s.enforce_eager,
             seed=s.seed,
-            disable_log_stats=True,
+            disable_log_stats=True,  # no periodic log lines; our stat logger still gets stats
         )
         self._prompts = await asyncio.to_thread(PromptRenderer.from_pretrained, s.model_path)
         # Building the engine blocks (it spawns the engine-core process and waits for it).
-        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        self._llm = await asyncio.to_thread(
+            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self._scheduler)]
+        )
         await self._warm(warm_adapters)
         self._ready = True
         log.info("engine ready", extra={"adapters": [a.name for a in warm_adapters]})
@@ -153,11 +160,16 @@ class VLLMEngine:
 
     async def load_adapter(self, adapter: Adapter) -> bool:
         if adapter.adapter_id in self._loaded:
+            self._loaded.move_to_end(adapter.adapter_id)
             return False
         lock = self._locks.setdefault(adapter.name, asyncio.Lock())
         async with lock:
             if adapter.adapter_id in self._loaded:
                 return False
+            while len(self._loaded) >= self.settings.max_cpu_loras:
+                _, oldest = self._loaded.popitem(last=False)
+                await self._llm.remove_lora(oldest.adapter_id)
+                self.on_evict(oldest)
             if not (adapter.path / "adapter_config.json").is_file():
                 raise AdapterLoadError(
                     f"Tune `{adapter.name}` has no adapter at its catalogued path.", param="name"
@@ -177,6 +189,15 @@ class VLLMEngine:
             if self._loaded.pop(adapter.adapter_id, None) is not None:
                 await self._llm.remove_lora(adapter.adapter_id)
 
+    def stats(self) -> EngineStats:
+        sched = self._scheduler
+        return EngineStats(
+            running=int(sched.get("running", 0)),
+            waiting=int(sched.get("waiting", 0)),
+            kv_cache_usage=float(sched.get("kv_cache_usage", 0.0)),
+            adapters_resident=len(self._loaded),
+        )
+
     async def loaded_adapters(self) -> set[int]:
         if self._llm is None:
             return set()
@@ -190,3 +211,29 @@ class VLLMEngine:
         except Exception:
             return False
         return True
+
+
+def _stat_logger(into: dict[str, float]) -> Any:
+    """A vLLM stat-logger factory that keeps the scheduler's latest numbers in `into`."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class SchedulerSnapshot(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is not None:
+                into["running"] = scheduler_stats.num_running_reqs
+                into["waiting"] = scheduler_stats.num_waiting_reqs
+                into["kv_cache_usage"] = scheduler_stats.kv_cache_usage
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return SchedulerSnapshot

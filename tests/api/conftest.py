@@ -11,7 +11,7 @@ import pytest
 
 from gateway.api import create_app
 from gateway.auth import hash_key
-from gateway.engine import Adapter, EngineRequest, Output
+from gateway.engine import Adapter, EngineRequest, EngineStats, Output
 from gateway.settings import EngineSettings, Settings
 
 KEYS = {"acme": "tg-test-acme", "narrow": "tg-test-narrow"}
@@ -28,6 +28,8 @@ class EchoEngine:
         self.requests: list[EngineRequest] = []
         self.fail_load = False
         self.script: list[str] | None = None  # deltas to answer with, instead of the echo
+        self.on_evict = lambda adapter: None
+        self.running = 0
 
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         self.ready = True
@@ -88,6 +90,9 @@ class EchoEngine:
 
     async def health(self) -> bool:
         return self.ready
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=self.running, adapters_resident=len(self.loaded))
 
 
 def write_config(root: Path) -> Settings:

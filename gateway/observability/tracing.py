@@ -1,0 +1,174 @@
+"""OpenTelemetry traces: one server span per API request, a child span per pipeline stage.
+
+Off by default. On when the standard variables ask for it: `OTEL_TRACES_EXPORTER=otlp` (or
+`console`), or an `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, unless
+`OTEL_SDK_DISABLED=true`. Spans leave through a `BatchSpanProcessor` (its `OTEL_BSP_*` settings
+apply), so exporting never runs on a request's path. A client's W3C `traceparent` becomes the
+parent of the request span; `trace_headers()` gives the headers to pass on to a remote engine.
+
+The request span's context lives in a context variable set by `TracingMiddleware`; stages read it
+(`Tracing.stage`, `Tracing.record`) so the pipeline needs no extra arguments. When tracing is off
+the middleware is a pass-through and stages cost one context-variable read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = ["Tracing", "TracingMiddleware", "current_span"]
+
+_request_ctx: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "tunegate_trace_ctx", default=None
+)
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACED_PREFIX = "/v1/"
+
+
+def current_span() -> Span | None:
+    ctx = _request_ctx.get()
+    return None if ctx is None else trace.get_current_span(ctx)
+
+
+def _wanted_from_env() -> bool:
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return False
+    return bool(
+        exporter in ("otlp", "console")
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+class Tracing:
+    """The gateway's tracer; a no-op unless built with a provider (or from `OTEL_*`)."""
+
+    def __init__(self, provider: Any = None) -> None:
+        self.provider = provider
+        self.enabled = provider is not None
+        self.tracer = provider.get_tracer("tunegate") if provider else trace.NoOpTracer()
+
+    @classmethod
+    def from_env(cls) -> Tracing:
+        if not _wanted_from_env():
+            return cls()
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        resource = Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME", "tunegate")}
+        )  # OTEL_RESOURCE_ATTRIBUTES are merged in by Resource.create
+        provider = TracerProvider(resource=resource)
+        exporter: Any
+        if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
+            exporter = ConsoleSpanExporter()
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()  # endpoint, headers, timeout from OTEL_EXPORTER_OTLP_*
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        return cls(provider)
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()  # flushes what the batch processor still holds
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A child span of the current request span around a block (nothing when off)."""
+        ctx = _request_ctx.get() if self.enabled else None
+        if ctx is None:
+            yield
+            return
+        span = self.tracer.start_span(name, context=ctx)
+        try:
+            yield
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            span.end()
+
+    def record(self, name: str, start_ns: int, end_ns: int | None = None, **attrs: Any) -> None:
+        """A finished child span with given times (for stages that straddle stream chunks)."""
+        ctx = _request_ctx.get() if self.enabled else None
+        if ctx is None:
+            return
+        span = self.tracer.start_span(name, context=ctx, start_time=start_ns, attributes=attrs)
+        span.end(end_time=end_ns or time.time_ns())
+
+    def trace_headers(self) -> dict[str, str] | None:
+        """`traceparent` (and `tracestate`) for the current request, for a remote engine."""
+        ctx = _request_ctx.get() if self.enabled else None
+        if ctx is None:
+            return None
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=ctx)
+        return carrier or None
+
+
+class TracingMiddleware:
+    """Opens the request span for API routes, parented to the client's `traceparent`."""
+
+    def __init__(self, app: Any, tracing: Tracing) -> None:
+        self.app = app
+        self.tracing = tracing
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            not self.tracing.enabled
+            or scope["type"] != "http"
+            or not scope["path"].startswith(_TRACED_PREFIX)
+        ):
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k in (b"traceparent", b"tracestate")
+        }
+        parent = _PROPAGATOR.extract(carrier)
+        span = self.tracing.tracer.start_span(
+            f"{scope['method']} {scope['path']}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": scope["method"],
+                "url.path": scope["path"],
+                "tunegate.request_id": scope.get("state", {}).get("request_id", ""),
+            },
+        )
+        token = _request_ctx.set(trace.set_span_in_context(span, parent))
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__name__)  # never the message
+            raise
+        finally:
+            _request_ctx.reset(token)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
