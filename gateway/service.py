@@ -105,6 +105,12 @@ class Completion:
     completion_tokens: int
 
 
+def _tune_version(adapter: Adapter) -> tuple[str, str]:
+    """Metric labels of an adapter named `name@version` on the engine."""
+    name, _, version = adapter.name.partition("@")
+    return name, version
+
+
 def adapter_of(tune: Tune) -> Adapter:
     return Adapter(name=tune.key, adapter_id=tune.adapter_id, path=tune.adapter_path)
 
@@ -137,7 +143,8 @@ class Gateway:
         self._validated: set[int] = set()
         self.inflight: Counter[str] = Counter()
         evictions = metrics.adapter_evictions
-        engine.on_evict = lambda adapter: evictions.labels(adapter.name, "lru").inc()
+        engine.on_evict = lambda adapter: evictions.labels(*_tune_version(adapter), "lru").inc()
+        engine.on_load = self._loaded_adapter
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -415,22 +422,20 @@ class Gateway:
             )
         await self.engine.unload_adapter(adapter_of(tune))
         self._validated.discard(tune.adapter_id)
-        self.metrics.adapter_evictions.labels(tune.name, "unload").inc()
+        self.metrics.adapter_evictions.labels(tune.name, tune.version, "unload").inc()
+
+    def _loaded_adapter(self, adapter: Adapter, seconds: float) -> None:
+        """The engine loaded an adapter (at start, on demand or for a rollout)."""
+        self.metrics.adapter_loads.labels(*_tune_version(adapter), "ok").inc()
+        self.metrics.adapter_load_duration.labels(*_tune_version(adapter)).observe(seconds)
 
     async def load_adapter(self, adapter: Adapter) -> bool:
         with self.stage("adapter_load"):
-            start = time.perf_counter()
             tune = self.catalogue.by_adapter_id(adapter.adapter_id)
             try:
                 if tune is not None:
                     await self.validate(tune)
-                loaded = await self.engine.load_adapter(adapter)
+                return await self.engine.load_adapter(adapter)
             except Exception:
-                self.metrics.adapter_loads.labels(adapter.name, "error").inc()
+                self.metrics.adapter_loads.labels(*_tune_version(adapter), "error").inc()
                 raise
-            if loaded:
-                self.metrics.adapter_loads.labels(adapter.name, "ok").inc()
-                self.metrics.adapter_load_duration.labels(adapter.name).observe(
-                    time.perf_counter() - start
-                )
-            return loaded

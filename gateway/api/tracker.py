@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import time
 from typing import Any
 
 from gateway.service import Gateway
 
 __all__ = ["Tracker", "decision_of"]
+
+log = logging.getLogger("gateway.requests")
 
 
 @functools.cache
@@ -120,6 +123,19 @@ class Tracker:
         m.request_duration.labels(self.route, self.tenant, self.tune).observe(elapsed)
         if self.span_attrs is not None:
             self._annotate_span(status, code, finish_reason)
+        if log.isEnabledFor(logging.DEBUG):  # an access log line, names and numbers only
+            log.debug(
+                "request finished",
+                extra={
+                    "route": self.route,
+                    "tenant": self.tenant,
+                    "tune": self.tune,
+                    "version": self.version,
+                    "status": status,
+                    "code": code,
+                    "latency_ms": round(elapsed * 1000, 2),
+                },
+            )
         record = {
             "ts": round(time.time(), 3),
             "request_id": self.request_id,

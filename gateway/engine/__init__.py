@@ -14,6 +14,7 @@ class Engine(Protocol):
     """What the gateway needs of a model server. `VLLMEngine` is the in-process default."""
 
     on_evict: Callable[[Adapter], None]  # told when the engine drops an adapter to make room
+    on_load: Callable[[Adapter, float], None]  # told when an adapter is loaded, and how long
 
     @property
     def ready(self) -> bool: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ class VLLMEngine:
         self._loaded: OrderedDict[int, Adapter] = OrderedDict()
         self._scheduler: dict[str, float] = {}  # the last numbers from the engine's scheduler
         self.on_evict: Callable[[Adapter], None] = lambda adapter: None
+        self.on_load: Callable[[Adapter, float], None] = lambda adapter, seconds: None
 
     @property
     def ready(self) -> bool:
@@ -174,6 +176,7 @@ class VLLMEngine:
                 raise AdapterLoadError(
                     f"Tune `{adapter.name}` has no adapter at its catalogued path.", param="name"
                 )
+            started = time.perf_counter()
             try:
                 await self._llm.add_lora(self._lora_request(adapter))
             except Exception as exc:
@@ -182,6 +185,7 @@ class VLLMEngine:
                     param="name",
                 ) from None
             self._loaded[adapter.adapter_id] = adapter
+            self.on_load(adapter, time.perf_counter() - started)
             return True
 
     async def unload_adapter(self, adapter: Adapter) -> None:

@@ -125,21 +125,21 @@ class Metrics:
         )
         self.adapter_loads = Counter(
             "tunegate_adapter_loads",
-            "Adapter loads by tune and result (ok, error).",
-            ["tune", "result"],
+            "Adapter loads by tune, version and result (ok, error).",
+            ["tune", "version", "result"],
             registry=r,
         )
         self.adapter_load_duration = Histogram(
             "tunegate_adapter_load_duration_seconds",
-            "Time to validate and load an adapter onto the engine.",
-            ["tune"],
+            "Time to load an adapter onto the engine.",
+            ["tune", "version"],
             buckets=LOAD_BUCKETS,
             registry=r,
         )
         self.adapter_evictions = Counter(
             "tunegate_adapter_evictions",
-            "Adapters taken off the engine, by tune and reason (lru, unload).",
-            ["tune", "reason"],
+            "Adapters taken off the engine, by tune, version and reason (lru, unload).",
+            ["tune", "version", "reason"],
             registry=r,
         )
         self.adapters_resident = Gauge(

@@ -29,6 +29,7 @@ class EchoEngine:
         self.fail_load = False
         self.script: list[str] | None = None  # deltas to answer with, instead of the echo
         self.on_evict = lambda adapter: None
+        self.on_load = lambda adapter, seconds: None
         self.running = 0
 
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
@@ -80,6 +81,8 @@ class EchoEngine:
             raise InvalidRequestError("cannot load", param="name")
         new = adapter.adapter_id not in self.loaded
         self.loaded[adapter.adapter_id] = adapter
+        if new:
+            self.on_load(adapter, 0.001)
         return new
 
     async def unload_adapter(self, adapter: Adapter) -> None:

@@ -195,5 +195,6 @@ def live_gateway(
     root = tmp_path_factory.mktemp("live")
     keys = {"acme": new_key(), "narrow": new_key()}
     tunes, policies = write_setup(root, keys, default=LIVE_DEFAULT)
-    with gateway_process(root, tunes, policies, keys, new_key()) as gw:
+    debug = {"TUNEGATE_LOG_LEVEL": "debug"}  # the secret canary reads this gateway's log
+    with gateway_process(root, tunes, policies, keys, new_key(), extra_env=debug) as gw:
         yield gw

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -378,3 +381,68 @@ def test_output_block_on_the_real_engine(client):
     chunks = [c for c in stream if c.choices]
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert "Paris" not in "".join(c.choices[0].delta.content or "" for c in chunks)
+
+
+def test_engine_metrics_and_promtool_on_the_real_engine(live_gateway):
+    with httpx.Client(timeout=120) as c:
+        r = c.post(
+            f"{live_gateway.url}/v1/chat/completions",
+            headers=live_gateway.headers(),
+            json={
+                "model": "legal",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        )
+        assert r.status_code == 200
+        text = c.get(f"{live_gateway.url}/metrics").text
+    assert "tunegate_engine_ready 1.0" in text
+    assert "tunegate_engine_kv_cache_usage_ratio" in text
+    resident = [ln for ln in text.splitlines() if ln.startswith("tunegate_adapters_resident ")]
+    assert resident and float(resident[0].split()[1]) >= 3  # the three demo tunes, warmed
+    assert 'tunegate_adapter_load_duration_seconds_count{tune="legal",version="1"} 1.0' in text
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    run = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0 and not run.stdout.strip(), run.stdout + run.stderr
+
+
+def test_secret_canary_in_the_live_gateway_log(live_gateway):
+    """Debug logging on; the error paths run with the planted keys and admin token; the JSON
+    log carries request ids and none of the secrets. Runs last in this module, so the log holds
+    everything the module's tests did."""
+    url, key, admin = live_gateway.url, live_gateway.keys["acme"], live_gateway.admin_token
+    chat = {"model": "support", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    with httpx.Client(timeout=120) as c:
+        for headers in (
+            {"Authorization": f"Bearer {key}x"},
+            {"Authorization": f"Basic {key}"},
+            {"x-api-key": key},
+            {"Authorization": f"Bearer {key}", "x-request-id": "canary-1"},
+        ):
+            c.post(f"{url}/v1/chat/completions", headers=headers, json=chat)
+        c.post(f"{url}/v1/chat/completions?api_key={key}", json=chat)
+        c.post(f"{url}/v1/chat/completions", headers=live_gateway.headers(), content=b"{bad")
+        c.get(f"{url}/admin/tenants", headers={"Authorization": f"Bearer {admin}x"})
+        c.get(f"{url}/admin/tenants", headers={"Authorization": f"Bearer {key}"})
+        c.get(f"{url}/admin/tenants", headers=live_gateway.admin_headers)
+        metrics = c.get(f"{url}/metrics").text
+    time.sleep(0.5)
+    log = live_gateway.log_path.read_text(errors="replace")
+    for secret in (key, live_gateway.keys["narrow"], admin):
+        assert secret not in log and secret not in metrics
+    records = []
+    for line in log.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    assert len(records) > 10
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    finished = [r for r in records if r["message"] == "request finished"]
+    assert any(r.get("request_id") == "canary-1" and r["status"] == 200 for r in finished)
+    assert all(r.get("request_id") for r in finished)
+    gateway_lines = [ln for ln in log.splitlines() if '"logger": "gateway' in ln]
+    assert gateway_lines and all(ln.startswith("{") for ln in gateway_lines)
