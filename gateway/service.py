@@ -145,6 +145,8 @@ class Gateway:
         evictions = metrics.adapter_evictions
         engine.on_evict = lambda adapter: evictions.labels(*_tune_version(adapter), "lru").inc()
         engine.on_load = self._loaded_adapter
+        for tune in catalogue.all_versions():  # zero series now, so alerts see the first one
+            metrics.adapter_loads.labels(tune.name, tune.version, "error")
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
