@@ -145,6 +145,10 @@ class Gateway:
         evictions = metrics.adapter_evictions
         engine.on_evict = lambda adapter: evictions.labels(*_tune_version(adapter), "lru").inc()
         engine.on_load = self._loaded_adapter
+        if hasattr(engine, "on_route"):  # the engine pool
+            routes, retries = metrics.pool_routes, metrics.pool_retries
+            engine.on_route = lambda server, affinity: routes.labels(server, affinity).inc()
+            engine.on_retry = lambda reason: retries.labels(reason.split(":")[0]).inc()
         for tune in catalogue.all_versions():  # zero series now, so alerts see the first one
             metrics.adapter_loads.labels(tune.name, tune.version, "error")
 

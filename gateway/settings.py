@@ -12,9 +12,11 @@ __all__ = ["EngineSettings", "Settings"]
 
 
 class EngineSettings(BaseModel):
-    """How the in-process vLLM engine is started (nested: `TUNEGATE_ENGINE__MAX_LORAS=8`)."""
+    """The engine (nested: `TUNEGATE_ENGINE__MAX_LORAS=8`): the in-process vLLM engine, or a
+    pool of remote vLLM OpenAI servers (`kind: pool`; the model path then only gives the
+    tokenizer, and adapter paths must be readable by the servers)."""
 
-    kind: Literal["inprocess"] = "inprocess"
+    kind: Literal["inprocess", "pool"] = "inprocess"
     model_path: Path = Path("build/demo/base")
     served_model_name: str = "tunegate-demo-base"
     dtype: str = "float32"
@@ -27,6 +29,16 @@ class EngineSettings(BaseModel):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     enforce_eager: bool = True
     seed: int = 0
+    # Pool mode: the servers, as URLs or a headless Service's `host:port` resolved to its pods.
+    pool_urls: list[str] = Field(default_factory=list)
+    pool_dns: str | None = None
+    upstream_api_key: SecretStr | None = None  # the servers' `--api-key`
+    pool_adapters_per_server: int = Field(4, ge=1, description="adapter budget per server")
+    pool_saturation: int = Field(16, ge=1, description="in-flight before a tune loads elsewhere")
+    pool_health_interval_s: float = Field(2.0, gt=0)
+    pool_connect_timeout_s: float = Field(2.0, gt=0)
+    pool_read_timeout_s: float = Field(300.0, gt=0, description="longest wait between chunks")
+    pool_connections: int = Field(256, ge=1, description="keep-alive connections per server")
 
 
 class Settings(BaseSettings):

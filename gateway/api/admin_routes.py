@@ -251,3 +251,22 @@ async def reload_policy(request: Request) -> Response:
     gw.state.invalidate(None)
     await gw.state.store.publish({"kind": "policy"})
     return _json({"reloaded": True, "tenants": len(policy.tenants)})
+
+
+@router.get("/engine")
+async def engine_state(request: Request) -> Response:
+    """The engine as the gateway sees it: readiness, load, and each pool server."""
+    gw: Gateway = request.app.state.gateway
+    stats = gw.engine.stats()
+    servers = getattr(gw.engine, "describe", list)()
+    return _json(
+        {
+            "ready": gw.engine.ready,
+            "kind": request.app.state.settings.engine.kind,
+            "running": stats.running,
+            "waiting": stats.waiting,
+            "kv_cache_usage": stats.kv_cache_usage,
+            "adapters_resident": stats.adapters_resident,
+            "servers": servers,
+        }
+    )

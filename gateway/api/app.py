@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 
 def _default_engine(settings: Settings) -> Engine:
+    if settings.engine.kind == "pool":
+        from gateway.engine.pool import RemoteVLLMPool
+
+        return RemoteVLLMPool(settings.engine)
     from gateway.engine.vllm_engine import VLLMEngine
 
     return VLLMEngine(settings.engine)

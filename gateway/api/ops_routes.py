@@ -45,4 +45,6 @@ async def metrics(request: Request) -> Response:
     m.engine_kv_usage.set(stats.kv_cache_usage)
     m.adapters_resident.set(stats.adapters_resident)
     m.audit_queue_depth.set(gw.audit.depth())
+    for server in getattr(gw.engine, "describe", list)():
+        m.pool_server_healthy.labels(server["server"]).set(1 if server["healthy"] else 0)
     return Response(m.render(), media_type=m.content_type)

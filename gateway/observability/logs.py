@@ -44,6 +44,7 @@ class ContextFilter(logging.Filter):
             record.args = None
         if isinstance(record.msg, str):
             record.msg = scrub(record.msg)
+        record.__dict__.pop("color_message", None)  # uvicorn's terminal colours
         return True
 
 

@@ -173,6 +173,28 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        # The engine pool (remote vLLM servers).
+        self.pool_routes = Counter(
+            "tunegate_pool_routes",
+            "Requests routed to an engine server, by server and affinity (hit: it held the "
+            "tune; load: the tune was loaded there first; base: no tune).",
+            ["server", "affinity"],
+            registry=r,
+        )
+        self.pool_retries = Counter(
+            "tunegate_pool_retries",
+            "Requests retried on another engine server before their first byte, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.pool_server_healthy = Gauge(
+            "tunegate_pool_server_healthy",
+            "1 when an engine server passes its health checks.",
+            ["server"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
         # Audit.
         self.audit_events = Counter(
             "tunegate_audit_events",
