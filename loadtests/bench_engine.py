@@ -25,8 +25,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "demo"
 KEY = "tg-bench-key-loopback"
-PROMPTS = ["My order has not arrived yet. What should I do?", "Can I cancel my contract early?",
-           "How can I contact you?", "I was charged twice for my order."]
+PROMPTS = [
+    "My order has not arrived yet. What should I do?",
+    "Can I cancel my contract early?",
+    "How can I contact you?",
+    "I was charged twice for my order.",
+]
 
 
 def free_port() -> int:
@@ -56,14 +60,25 @@ def start_gateway(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
     (tmp / "policies" / "tenants.yaml").write_text(
         "default:\n  limits: {requests_per_minute: 100000, tokens_per_minute: 100000000}\n"
         f"tenants:\n  - name: bench\n    keys: [{{id: b1, sha256: {hash_key(KEY)}}}]\n"
-        "    tunes: [support, legal, extract]\n    default_tune: support\n")
+        "    tunes: [support, legal, extract]\n    default_tune: support\n"
+    )
     port = free_port()
-    env = {**os.environ, "TUNEGATE_PORT": str(port), "TUNEGATE_POLICIES_DIR": str(tmp / "policies"),
-           "TUNEGATE_AUDIT_DIR": str(tmp / "audit"), "VLLM_CPU_KVCACHE_SPACE": "1",
-           "TUNEGATE_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "TUNEGATE_PORT": str(port),
+        "TUNEGATE_POLICIES_DIR": str(tmp / "policies"),
+        "TUNEGATE_AUDIT_DIR": str(tmp / "audit"),
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TUNEGATE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_ready(f"{url}/readyz", proc)
     return url, proc
@@ -72,26 +87,58 @@ def start_gateway(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
 def start_vllm() -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     lora = [f"{n}={BUILD / 'adapters' / n}" for n in ("support", "legal", "extract")]
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-           str(BUILD / "base"), "--served-model-name", "tunegate-demo-base", "--host",
-           "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
-           "--enable-lora", "--max-loras", "4", "--max-lora-rank", "16", "--enforce-eager",
-           "--disable-log-stats", "--lora-modules", *lora]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(BUILD / "base"),
+        "--served-model-name",
+        "tunegate-demo-base",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+        "--enable-lora",
+        "--max-loras",
+        "4",
+        "--max-lora-rank",
+        "16",
+        "--enforce-eager",
+        "--disable-log-stats",
+        "--lora-modules",
+        *lora,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_ready(f"{url}/health", proc)
     return url, proc
 
 
 async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[float, float]:
-    body = {"model": model, "temperature": 0, "max_tokens": 48, "stream": True,
-            "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
+    body = {
+        "model": model,
+        "temperature": 0,
+        "max_tokens": 48,
+        "stream": True,
+        "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+    }
     start = time.perf_counter()
     ttft = None
-    async with client.stream("POST", f"{url}/v1/chat/completions", json=body,
-                             headers={"Authorization": f"Bearer {KEY}"}) as r:
+    async with client.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    ) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if ttft is None and line.startswith("data: ") and '"content":"' in line:
@@ -115,9 +162,12 @@ async def run_load(url: str, models: list[str], n: int, concurrency: int) -> dic
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
     lat = sorted(r[0] for r in results)
-    return {"rps": n / wall, "p50": statistics.median(lat) * 1000,
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-            "ttft": statistics.median(r[1] for r in results) * 1000}
+    return {
+        "rps": n / wall,
+        "p50": statistics.median(lat) * 1000,
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "ttft": statistics.median(r[1] for r in results) * 1000,
+    }
 
 
 def main() -> None:
@@ -131,28 +181,37 @@ def main() -> None:
         vl_url, vl = start_vllm()
         try:
             rows = []
-            for label, models in (("single tune", ["support"]),
-                                  ("mix of tunes", ["support", "legal", "extract"])):
+            for label, models in (
+                ("single tune", ["support"]),
+                ("mix of tunes", ["support", "legal", "extract"]),
+            ):
                 for conc in (int(c) for c in args.concurrency.split(",")):
                     figures: dict[str, list[dict[str, float]]] = {"gw": [], "vl": []}
                     for _ in range(args.rounds):  # interleaved rounds, medians reported
                         for name, url in (("gw", gw_url), ("vl", vl_url)):
-                            figures[name].append(asyncio.run(
-                                run_load(url, models, args.requests, conc)))
-                    med = {k: {m: statistics.median(f[m] for f in v) for m in v[0]}
-                           for k, v in figures.items()}
+                            figures[name].append(
+                                asyncio.run(run_load(url, models, args.requests, conc))
+                            )
+                    med = {
+                        k: {m: statistics.median(f[m] for f in v) for m in v[0]}
+                        for k, v in figures.items()
+                    }
                     rows.append((label, conc, med["gw"], med["vl"]))
         finally:
             for proc in (gw, vl):
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=60)
-    print("| load | conc | gateway req/s | vLLM req/s | ratio | gateway p50 ms | vLLM p50 ms "
-          "| gateway p99 ms | vLLM p99 ms | gateway TTFT ms | vLLM TTFT ms |")
+    print(
+        "| load | conc | gateway req/s | vLLM req/s | ratio | gateway p50 ms | vLLM p50 ms "
+        "| gateway p99 ms | vLLM p99 ms | gateway TTFT ms | vLLM TTFT ms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, conc, g, v in rows:
-        print(f"| {label} | {conc} | {g['rps']:.1f} | {v['rps']:.1f} | {g['rps'] / v['rps']:.2f} "
-              f"| {g['p50']:.0f} | {v['p50']:.0f} | {g['p99']:.0f} | {v['p99']:.0f} "
-              f"| {g['ttft']:.0f} | {v['ttft']:.0f} |")
+        print(
+            f"| {label} | {conc} | {g['rps']:.1f} | {v['rps']:.1f} | {g['rps'] / v['rps']:.2f} "
+            f"| {g['p50']:.0f} | {v['p50']:.0f} | {g['p99']:.0f} | {v['p99']:.0f} "
+            f"| {g['ttft']:.0f} | {v['ttft']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

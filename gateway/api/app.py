@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,7 @@ from gateway.engine import Engine
 from gateway.errors import GatewayError
 from gateway.limits import Limiter
 from gateway.observability import Metrics
+from gateway.observability.metrics import multiprocess_dir
 from gateway.observability.tracing import Tracing, TracingMiddleware
 from gateway.policy import PolicySet, load_policy
 from gateway.service import Gateway, adapter_of
@@ -171,6 +173,10 @@ def create_app(
             await audit.close()
             await store.close()
             tracing.shutdown()
+            if multiprocess_dir():  # this worker's live gauges stop counting
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())
 
     app = FastAPI(
         title="Tunegate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None

@@ -123,7 +123,7 @@ class RemoteVLLMPool:
         healthy = [srv for srv in self.servers.values() if srv.healthy]
         for i, adapter in enumerate(warm_adapters):  # spread the catalogue over the pool
             if healthy:
-                with contextlib.suppress(GatewayError):
+                with contextlib.suppress(GatewayError, _Retry):
                     await self._load_on(healthy[i % len(healthy)], adapter)
         self._health_task = asyncio.create_task(self._health_loop())
 
@@ -225,11 +225,16 @@ class RemoteVLLMPool:
     async def load_adapter(self, adapter: Adapter) -> bool:
         """Known to the pool and held by at least one healthy server."""
         self._known[adapter.name] = adapter
-        healthy = [s for s in self.servers.values() if s.healthy]
-        if not healthy or any(adapter.name in s.adapters for s in healthy):
-            return False
-        target = min(healthy, key=lambda s: (s.inflight, len(s.adapters)))
-        return await self._load_on(target, adapter)
+        for _ in range(2):  # a server that fails to answer is marked down; try another
+            healthy = [s for s in self.servers.values() if s.healthy]
+            if not healthy or any(adapter.name in s.adapters for s in healthy):
+                return False
+            target = min(healthy, key=lambda s: (s.inflight, len(s.adapters)))
+            try:
+                return await self._load_on(target, adapter)
+            except _Retry:
+                continue
+        return False
 
     async def _load_on(self, server: Server, adapter: Adapter) -> bool:
         import aiohttp

@@ -1,0 +1,273 @@
+"""`RemoteVLLMPool` against servers that speak the vLLM OpenAI API (the mock in `loadtests/`,
+served by uvicorn on loopback ports): affinity, saturation, the adapter budget, health checks,
+retries before the first byte and never after it, DNS discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from gateway.engine import Adapter, EngineRequest
+from gateway.engine.pool import RemoteVLLMPool, UpstreamError
+from gateway.errors import EngineUnavailableError, InvalidRequestError
+from gateway.settings import EngineSettings
+from loadtests.mock_vllm import MockVLLM
+
+ADAPTERS = {n: Adapter(f"{n}@1", i + 1, Path(f"/adapters/{n}")) for i, n in enumerate("abc")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    """A mock vLLM server on a loopback port, which a test can stop and start again."""
+
+    def __init__(self, mock: MockVLLM) -> None:
+        self.mock = mock
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: uvicorn.Server | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self.mock, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        assert self.server is not None and self.task is not None
+        self.server.should_exit = True
+        self.server.force_exit = True
+        await self.task
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[Served]]:
+    pair = [Served(MockVLLM(api_key="up-key", tokens=6, name=n)) for n in ("one", "two")]
+    for s in pair:
+        await s.start()
+    yield pair
+    for s in pair:
+        if s.server is not None and not s.server.should_exit:
+            await s.stop()
+
+
+def settings(demo_build: Path, urls: list[str], **kw: object) -> EngineSettings:
+    return EngineSettings(
+        kind="pool",
+        model_path=demo_build / "base",
+        pool_urls=urls,
+        upstream_api_key="up-key",
+        pool_health_interval_s=0.2,
+        **kw,
+    )
+
+
+@pytest.fixture
+async def make_pool(demo_build):
+    pools: list[RemoteVLLMPool] = []
+
+    async def make(urls: list[str], **kw: object) -> RemoteVLLMPool:
+        pool = RemoteVLLMPool(settings(demo_build, urls, **kw))
+        await pool.start()
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.stop()
+
+
+def request(name: str | None, rid: str = "r", **kw: object) -> EngineRequest:
+    adapter = ADAPTERS[name] if name else None
+    return EngineRequest(rid, [1, 2, 3], kw.pop("max_tokens", 6), adapter=adapter, **kw)
+
+
+async def run(pool: RemoteVLLMPool, req: EngineRequest) -> str:
+    await pool.load_adapter(req.adapter) if req.adapter else None
+    text = ""
+    async for out in pool.stream(req):
+        text += out.text
+        last = out
+    assert last.finish_reason == "length" and last.completion_tokens == req.max_tokens
+    return text
+
+
+async def test_requests_settle_on_servers_that_hold_their_tune(servers, make_pool):
+    pool = await make_pool([s.url for s in servers])
+    routes: Counter[str] = Counter()
+    pool.on_route = lambda server, affinity: routes.update([affinity])
+    assert pool.ready
+    reqs = [request("a" if i % 2 else "b", f"r{i}") for i in range(40)]
+    gate = asyncio.Semaphore(6)  # below the saturation bound: affinity decides
+
+    async def limited(r: EngineRequest) -> str:
+        async with gate:
+            return await run(pool, r)
+
+    texts = await asyncio.gather(*(limited(r) for r in reqs))
+    assert all(t == " w0 w1 w2 w3 w4 w5" for t in texts)
+    assert routes["hit"] / sum(routes.values()) >= 0.9, routes
+    served = [Counter(s.mock.served) for s in servers]
+    for name in ("a@1", "b@1"):  # each tune mostly on one server
+        counts = sorted(c[name] for c in served)
+        assert counts[-1] / sum(counts) >= 0.9, served
+    assert servers[0].mock.last_headers["authorization"] == "Bearer up-key"
+
+
+async def test_a_saturated_holder_makes_the_tune_load_elsewhere(servers, make_pool):
+    for s in servers:
+        s.mock.delay_s = 0.2
+    pool = await make_pool([s.url for s in servers], pool_saturation=2)
+    loads: list[str] = []
+    pool.on_load = lambda adapter, seconds: loads.append(adapter.name)
+    await asyncio.gather(*(run(pool, request("a", f"r{i}")) for i in range(6)))
+    assert all("a@1" in s.mock.adapters for s in servers)
+    assert all(s.mock.served.count("a@1") >= 2 for s in servers)
+    assert loads.count("a@1") == 2
+
+
+async def test_each_server_keeps_within_its_adapter_budget(servers, make_pool):
+    pool = await make_pool([servers[0].url], pool_adapters_per_server=2)
+    evicted: list[str] = []
+    pool.on_evict = lambda adapter: evicted.append(adapter.name)
+    for name in ("a", "b", "a", "c"):
+        await run(pool, request(name))
+    assert set(servers[0].mock.adapters) == {"a@1", "c@1"}  # b was the least recently used
+    assert evicted == ["b@1"]
+    assert await pool.loaded_adapters() == {ADAPTERS["a"].adapter_id, ADAPTERS["c"].adapter_id}
+
+
+async def test_retried_once_on_another_server_before_the_first_byte(servers, make_pool):
+    pool = await make_pool([s.url for s in servers])
+    retries: list[str] = []
+    pool.on_retry = retries.append
+    await run(pool, request(None))
+    busy = next(s for s in servers if s.mock.served)
+    busy.mock.fail_status = 503
+    for i in range(4):
+        await run(pool, request(None, f"x{i}"))
+    other = next(s for s in servers if s is not busy)
+    assert len(other.mock.served) >= 4 and retries and retries[0].startswith("status 503")
+    busy.mock.fail_status = 400  # a client error is never retried
+    other.mock.fail_status = 400
+    with pytest.raises(InvalidRequestError):
+        await run(pool, request(None, "bad"))
+    other.mock.fail_status = busy.mock.fail_status = 503
+    with pytest.raises(EngineUnavailableError):  # one retry only, then a clean 503
+        await run(pool, request(None, "both"))
+
+
+async def test_a_dead_server_is_ejected_and_rejoins(servers, make_pool):
+    pool = await make_pool([s.url for s in servers])
+    await servers[0].stop()
+    for i in range(6):  # none of these fails: a connect error is retried on the other server
+        await run(pool, request("a", f"r{i}"))
+    assert not pool.servers[servers[0].url].healthy
+    await servers[0].start()
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if pool.servers[servers[0].url].healthy:
+            break
+    assert pool.servers[servers[0].url].healthy
+    servers[0].mock.adapters.clear()  # it came back empty: the pool learns that from /v1/models
+    await asyncio.sleep(0.5)
+    assert not pool.servers[servers[0].url].adapters
+
+
+async def test_never_retried_once_streaming_has_begun(servers, make_pool):
+    pool = await make_pool([servers[0].url, servers[1].url])
+    for s in servers:
+        s.mock.drop_after = 2
+    before = sum(len(s.mock.served) for s in servers)
+    got = []
+    with pytest.raises(UpstreamError):
+        async for out in pool.stream(request(None)):
+            got.append(out.text)
+    assert got == [" w0", " w1"]
+    assert sum(len(s.mock.served) for s in servers) == before + 1
+
+
+async def test_a_server_that_lost_the_tune_gets_it_again(servers, make_pool):
+    pool = await make_pool([servers[0].url])
+    await run(pool, request("a"))
+    servers[0].mock.adapters.clear()  # a restart the health check has not seen yet
+    assert await run(pool, request("a", "again"))
+    assert "a@1" in servers[0].mock.adapters
+
+
+async def test_servers_discovered_from_dns(servers, make_pool):
+    pool = await make_pool([], pool_dns=f"localhost:{servers[0].port}")
+    assert any(s.healthy and s.url.endswith(f":{servers[0].port}") for s in pool.servers.values())
+    assert await run(pool, request("b"))
+
+
+async def test_trace_context_is_passed_on(servers, make_pool):
+    pool = await make_pool([servers[0].url])
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    await run(pool, request(None, trace_headers={"traceparent": tp}))
+    assert servers[0].mock.last_headers["traceparent"] == tp
+
+
+async def test_gateway_over_the_pool_ends_a_dropped_stream_with_an_error(
+    servers, demo_build, tmp_path
+):
+    """Through the whole gateway: upstream errors become the OpenAI envelope, and a stream the
+    server drops ends with an error event, never a false `[DONE]`."""
+    import httpx
+
+    from gateway.api import create_app
+    from tests.api.conftest import auth, write_config
+
+    base = write_config(tmp_path)
+    engine = RemoteVLLMPool(settings(demo_build, [servers[0].url], served_model_name="test-base"))
+    app = create_app(base.model_copy(update={"engine": engine.settings}), engine=engine)
+    body = {"model": "support", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
+    ):
+        for _ in range(100):  # the engine starts in the background
+            if (await c.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        r = await c.post("/v1/chat/completions", json=body, headers=auth())
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].strip()
+        servers[0].mock.drop_after = 2
+        async with c.stream(
+            "POST", "/v1/chat/completions", json={**body, "stream": True}, headers=auth()
+        ) as r:
+            text = (await r.aread()).decode()
+        assert r.status_code == 200
+        assert '"error"' in text and "[DONE]" not in text
+        servers[0].mock.drop_after = None
+        servers[0].mock.fail_status = 400
+        r = await c.post("/v1/chat/completions", json=body, headers=auth())
+        assert r.status_code == 400 and set(r.json()["error"]) == {
+            "message",
+            "type",
+            "param",
+            "code",
+        }
+        servers[0].mock.fail_status = 503
+        r = await c.post("/v1/chat/completions", json=body, headers=auth())
+        assert r.status_code == 503 and r.headers["retry-after"]
+        servers[0].mock.fail_status = None
+        state = await c.get("/admin/engine", headers={"Authorization": "Bearer admin-test-token"})
+        assert state.json()["servers"][0]["healthy"] is True
+        metrics = (await c.get("/metrics")).text
+        assert 'tunegate_pool_routes_total{affinity="hit"' in metrics
+        assert "up-key" not in metrics
