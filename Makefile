@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install build-demo system-deps lint bench clean
+.PHONY: demo demo-pool test install build-demo system-deps lint bench clean
 
 $(BIN)/.installed-$(ENGINE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ build-demo: install
 
 demo: build-demo
 	$(BIN)/tunegate demo
+
+# The same demo over two vLLM OpenAI servers, the gateway in pool mode in front of them.
+demo-pool: build-demo
+	$(BIN)/tunegate demo --pool 2
 
 # The tests start their own redis-server; promtool (Debian's prometheus package) checks the
 # metrics output and the alert rules.

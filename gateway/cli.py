@@ -97,6 +97,30 @@ def _vllm_logs_as_json(log_config: dict[str, object]) -> None:
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = fh.name
 
 
+def _demo(args: argparse.Namespace) -> int:
+    if not args.pool:
+        return _serve(args, demo=True)
+    import json
+    from pathlib import Path
+
+    from gateway.demo_pool import start_servers, stop_servers
+    from gateway.settings import Settings
+
+    engine = Settings().engine
+    procs, urls, key = start_servers(engine, args.pool, Path("build/demo-pool"))
+    os.environ.update(
+        {
+            "TUNEGATE_ENGINE__KIND": "pool",
+            "TUNEGATE_ENGINE__POOL_URLS": json.dumps(urls),
+            "TUNEGATE_ENGINE__UPSTREAM_API_KEY": key,
+        }
+    )
+    try:
+        return _serve(args, demo=True)
+    finally:
+        stop_servers(procs)
+
+
 def _build_demo(args: argparse.Namespace) -> int:
     from gateway.tunebuild.demo import main_build
 
@@ -159,7 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
     run_demo = sub.add_parser("demo", help="serve the demo model and tunes on loopback")
     run_demo.add_argument("--port", type=int, default=None)
-    run_demo.set_defaults(func=lambda a: _serve(a, demo=True))
+    run_demo.add_argument(
+        "--pool", type=int, default=0, metavar="N", help="start N vLLM servers; serve over them"
+    )
+    run_demo.set_defaults(func=_demo)
     demo = sub.add_parser("build-demo", help="build the demo base model and tunes (cached)")
     demo.add_argument("--out", default="build/demo")
     demo.add_argument("--force", action="store_true")
