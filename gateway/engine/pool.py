@@ -200,7 +200,8 @@ class RemoteVLLMPool:
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
             ok = False
         if ok != server.healthy:
-            log.warning("engine server %s is %s", server.label, "healthy" if ok else "failing")
+            level = logging.INFO if ok else logging.WARNING
+            log.log(level, "engine server %s is %s", server.label, "healthy" if ok else "failing")
         server.healthy = ok
 
     async def _reconcile(self, server: Server, timeout: Any) -> None:
