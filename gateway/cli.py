@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
 
-def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
+def _serve(
+    args: argparse.Namespace, *, demo: bool = False, on_stop: Callable[[], None] | None = None
+) -> int:
     from gateway.settings import Settings
 
     settings = Settings()
@@ -41,7 +43,7 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     if settings.log_format == "json":
         _vllm_logs_as_json(log_config)
     try:
-        app = create_app(settings)  # validates the config files (each worker builds its own)
+        app = create_app(settings, on_stop=on_stop)  # validates the config files
     except ConfigError as exc:
         print(f"tunegate: {exc}", file=sys.stderr)
         return 2
@@ -116,9 +118,9 @@ def _demo(args: argparse.Namespace) -> int:
         }
     )
     try:
-        return _serve(args, demo=True)
+        return _serve(args, demo=True, on_stop=lambda: stop_servers(procs))
     finally:
-        stop_servers(procs)
+        stop_servers(procs)  # when the gateway did not start
 
 
 def _build_demo(args: argparse.Namespace) -> int:

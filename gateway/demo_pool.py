@@ -7,6 +7,7 @@ as requests need. The servers stop when the gateway does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -22,7 +23,7 @@ from gateway.settings import EngineSettings
 __all__ = ["start_servers", "stop_servers", "vllm_server_command"]
 
 
-def vllm_server_command(engine: EngineSettings, port: int, api_key: str) -> list[str]:
+def vllm_server_command(engine: EngineSettings, port: int) -> list[str]:
     """vLLM's OpenAI server for the gateway's pool, with the engine settings' model and limits."""
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -32,16 +33,27 @@ def vllm_server_command(engine: EngineSettings, port: int, api_key: str) -> list
         "--max-cpu-loras", str(engine.pool_adapters_per_server),
         "--max-lora-rank", str(engine.max_lora_rank),
         *(["--enforce-eager"] if engine.enforce_eager else []),
-        "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+        "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
 
 
-def vllm_server_env() -> dict[str, str]:
+def vllm_server_env(api_key: str) -> dict[str, str]:
+    """The key goes in the environment (`VLLM_API_KEY`), never on a command line."""
     return {
         **os.environ,
+        "VLLM_API_KEY": api_key,
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",  # the gateway loads tunes at run time
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
     }
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the gateway process ends, however it ends (Linux). A clean
+    stop goes through `stop_servers`, called as the gateway shuts down."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -62,11 +74,12 @@ def start_servers(
         with (log_dir / f"vllm-{i}.log").open("ab") as log:
             procs.append(
                 subprocess.Popen(
-                    vllm_server_command(engine, port, key),
-                    env=vllm_server_env(),
+                    vllm_server_command(engine, port),
+                    env=vllm_server_env(key),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
             )
         urls.append(f"http://127.0.0.1:{port}")

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -92,6 +92,7 @@ def create_app(
     engine: Engine | None = None,
     store: Store | None = None,
     tracing: Tracing | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the gateway app. Config files are validated here, so a bad file fails fast."""
     catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
@@ -173,6 +174,8 @@ def create_app(
             await audit.close()
             await store.close()
             tracing.shutdown()
+            if on_stop is not None:  # what the caller started beside the gateway
+                await asyncio.to_thread(on_stop)
             if multiprocess_dir():  # this worker's live gauges stop counting
                 from prometheus_client import multiprocess
 

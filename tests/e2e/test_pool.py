@@ -46,7 +46,7 @@ class VLLMServer:
             self.proc = subprocess.Popen(
                 cmd,
                 cwd=ROOT,
-                env=vllm_server_env(),
+                env=vllm_server_env(UPSTREAM_KEY),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
