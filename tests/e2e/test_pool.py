@@ -39,9 +39,7 @@ class VLLMServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        cmd = vllm_server_command(
-            EngineSettings(model_path=BUILD / "base"), self.port, UPSTREAM_KEY
-        )
+        cmd = vllm_server_command(EngineSettings(model_path=BUILD / "base"), self.port)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
