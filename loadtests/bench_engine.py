@@ -53,9 +53,13 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) ->
     raise SystemExit(f"{url} not ready")
 
 
-def start_gateway(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_gateway(
+    tmp: Path, pool_url: str | None = None, upstream_key: str | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """The gateway with its in-process engine, or (`pool_url`) in pool mode over a server."""
     from gateway.auth import hash_key
 
+    tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "policies").mkdir()
     (tmp / "policies" / "tenants.yaml").write_text(
         "default:\n  limits: {requests_per_minute: 100000, tokens_per_minute: 100000000}\n"
@@ -71,6 +75,10 @@ def start_gateway(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "TUNEGATE_LOG_LEVEL": "warning",
     }
+    if pool_url is not None:
+        env["TUNEGATE_ENGINE__KIND"] = "pool"
+        env["TUNEGATE_ENGINE__POOL_URLS"] = f'["{pool_url}"]'
+        env["TUNEGATE_ENGINE__UPSTREAM_API_KEY"] = upstream_key or ""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve"],
         cwd=ROOT,
@@ -82,6 +90,9 @@ def start_gateway(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
     url = f"http://127.0.0.1:{port}"
     wait_ready(f"{url}/readyz", proc)
     return url, proc
+
+
+UPSTREAM_KEY = "tg-bench-upstream-loopback"
 
 
 def start_vllm() -> tuple[str, subprocess.Popen[bytes]]:
@@ -106,6 +117,8 @@ def start_vllm() -> tuple[str, subprocess.Popen[bytes]]:
         "--enable-lora",
         "--max-loras",
         "4",
+        "--max-cpu-loras",
+        "8",
         "--max-lora-rank",
         "16",
         "--enforce-eager",
@@ -116,7 +129,12 @@ def start_vllm() -> tuple[str, subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        env={
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "VLLM_API_KEY": UPSTREAM_KEY,  # the pool-mode gateway loads tunes at run time
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -136,8 +154,9 @@ async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[
     }
     start = time.perf_counter()
     ttft = None
+    key = UPSTREAM_KEY if url in DIRECT else KEY
     async with client.stream(
-        "POST", f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+        "POST", f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
     ) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -170,6 +189,9 @@ async def run_load(url: str, models: list[str], n: int, concurrency: int) -> dic
     }
 
 
+DIRECT: set[str] = set()  # URLs of vLLM's own server (its key, not a tenant key)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -177,8 +199,10 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        gw_url, gw = start_gateway(Path(tmp))
+        gw_url, gw = start_gateway(Path(tmp) / "inprocess")
         vl_url, vl = start_vllm()
+        DIRECT.add(vl_url)
+        pool_url, pool = start_gateway(Path(tmp) / "pool", vl_url, UPSTREAM_KEY)
         try:
             rows = []
             for label, models in (
@@ -186,9 +210,9 @@ def main() -> None:
                 ("mix of tunes", ["support", "legal", "extract"]),
             ):
                 for conc in (int(c) for c in args.concurrency.split(",")):
-                    figures: dict[str, list[dict[str, float]]] = {"gw": [], "vl": []}
+                    figures: dict[str, list[dict[str, float]]] = {"gw": [], "vl": [], "pool": []}
                     for _ in range(args.rounds):  # interleaved rounds, medians reported
-                        for name, url in (("gw", gw_url), ("vl", vl_url)):
+                        for name, url in (("gw", gw_url), ("vl", vl_url), ("pool", pool_url)):
                             figures[name].append(
                                 asyncio.run(run_load(url, models, args.requests, conc))
                             )
@@ -196,21 +220,27 @@ def main() -> None:
                         k: {m: statistics.median(f[m] for f in v) for m in v[0]}
                         for k, v in figures.items()
                     }
-                    rows.append((label, conc, med["gw"], med["vl"]))
+                    rows.append((label, conc, med["gw"], med["vl"], med["pool"]))
         finally:
-            for proc in (gw, vl):
+            for proc in (gw, pool, vl):
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=60)
     print(
-        "| load | conc | gateway req/s | vLLM req/s | ratio | gateway p50 ms | vLLM p50 ms "
-        "| gateway p99 ms | vLLM p99 ms | gateway TTFT ms | vLLM TTFT ms |"
+        "In-process: the gateway with its own vLLM engine against vLLM's OpenAI server. "
+        "Pool: the gateway in pool mode in front of that same server (the hop's cost)."
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, conc, g, v in rows:
+    print(
+        "| load | conc | in-process req/s | vLLM req/s | ratio | in-process p50 ms | vLLM p50 ms "
+        "| in-process p99 ms | vLLM p99 ms | in-process TTFT ms | vLLM TTFT ms "
+        "| pool req/s | pool/vLLM | pool added p50 ms | pool added TTFT ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, conc, g, v, p in rows:
         print(
             f"| {label} | {conc} | {g['rps']:.1f} | {v['rps']:.1f} | {g['rps'] / v['rps']:.2f} "
             f"| {g['p50']:.0f} | {v['p50']:.0f} | {g['p99']:.0f} | {v['p99']:.0f} "
-            f"| {g['ttft']:.0f} | {v['ttft']:.0f} |"
+            f"| {g['ttft']:.0f} | {v['ttft']:.0f} | {p['rps']:.1f} | {p['rps'] / v['rps']:.2f} "
+            f"| {p['p50'] - v['p50']:.1f} | {p['ttft'] - v['ttft']:.1f} |"
         )
 
 
