@@ -95,6 +95,7 @@ class Sampling:
     presence_penalty: float | None
     frequency_penalty: float | None
     structured: dict[str, Any] | None = None
+    logit_bias: dict[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,11 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+
+
+def _cache_salt(tenant: str) -> str:
+    """The prefix-cache salt of a tenant: the same on every replica, never client-chosen."""
+    return hashlib.sha256(f"tunegate-prefix-cache:{tenant}".encode()).hexdigest()[:32]
 
 
 def _tune_version(adapter: Adapter) -> tuple[str, str]:
@@ -322,6 +328,13 @@ class Gateway:
                 f"Your prompt has {len(ids)} tokens.",
                 param=field,
             )
+        if s.logit_bias and max(s.logit_bias) >= self.engine.vocab_size:
+            raise InvalidRequestError(
+                f"logit_bias names token id {max(s.logit_bias)}; the vocabulary has "
+                f"{self.engine.vocab_size} tokens.",
+                param="logit_bias",
+                code="invalid_logit_bias",
+            )
         budget = s.max_tokens if s.max_tokens is not None else limit - len(ids)
         if limits.max_tokens is not None:
             budget = min(budget, limits.max_tokens)  # the tenant's cap clamps the request
@@ -345,6 +358,8 @@ class Gateway:
             adapter=adapter_of(resolved.tune) if resolved.tune else None,
             structured=s.structured or self._profile_structure(principal, resolved),
             trace_headers=self.tracing.trace_headers(),
+            logit_bias=s.logit_bias,
+            cache_salt=_cache_salt(principal.tenant.name),  # tenants never share cache entries
         )
 
     def _profile_structure(self, principal: Principal, resolved: Resolved) -> dict[str, Any] | None:

@@ -84,6 +84,7 @@ def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
             if isinstance(body, ChatRequest) and body.response_format
             else None
         ),
+        logit_bias=body.bias(),
     )
 
 

@@ -95,6 +95,28 @@ class ResponseFormat(_Wire):
         return None
 
 
+# Engine-specific fields a client may not set: prompt templates and embeddings, cache salts,
+# the engine's own structured-output and logits controls. Named in a 400, never forwarded.
+REFUSED_FIELDS = (
+    "chat_template",
+    "chat_template_kwargs",
+    "prompt_embeds",
+    "cache_salt",
+    "mm_processor_kwargs",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_grammar",
+    "guided_choice",
+    "allowed_token_ids",
+    "logits_processors",
+    "kv_transfer_params",
+    "vllm_xargs",
+    "priority",
+)
+BiasValue = Annotated[float, Field(ge=-100.0, le=100.0, allow_inf_nan=False)]
+
+
 class _Sampling(_Wire):
     model: str = Field(min_length=1, max_length=256)
     stream: bool = False
@@ -108,6 +130,27 @@ class _Sampling(_Wire):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     user: str | None = Field(None, max_length=256)
+    logit_bias: Annotated[dict[str, BiasValue], Field(max_length=300)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_engine_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in REFUSED_FIELDS:
+                if name in data:
+                    raise ValueError(f"`{name}` is not accepted by this API")
+        return data
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isascii() or not key.isdigit() or len(key) > 9:
+                raise ValueError("logit_bias keys must be token ids (non-negative integers)")
+        return value
+
+    def bias(self) -> dict[int, float] | None:
+        return {int(k): v for k, v in self.logit_bias.items()} if self.logit_bias else None
 
     @field_validator("stop")
     @classmethod
@@ -129,6 +172,13 @@ class ChatRequest(_Sampling):
     response_format: ResponseFormat | None = None
     logprobs: Literal[False] | None = None
     tools: Annotated[list[Any], Field(max_length=0)] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _some_content(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.text().strip() for m in value):
+            raise ValueError("the messages have no content")
+        return value
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

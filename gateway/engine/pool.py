@@ -106,6 +106,10 @@ class RemoteVLLMPool:
     def max_model_len(self) -> int:
         return self._max_model_len
 
+    @property
+    def vocab_size(self) -> int:
+        return self._renderer().vocab_size
+
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         import aiohttp
 
@@ -415,6 +419,10 @@ class RemoteVLLMPool:
             body["seed"] = request.seed
         if request.structured:
             body["structured_outputs"] = request.structured
+        if request.logit_bias:
+            body["logit_bias"] = {str(k): v for k, v in request.logit_bias.items()}
+        if request.cache_salt:
+            body["cache_salt"] = request.cache_salt
         return orjson.dumps(body)
 
     async def _from_server(self, server: Server, request: EngineRequest) -> AsyncIterator[Output]:

@@ -34,6 +34,8 @@ class EngineRequest:
     adapter: Adapter | None = None
     structured: dict[str, Any] | None = None  # {"json": schema} or {"json_object": True}
     trace_headers: dict[str, str] | None = None  # W3C trace context for a remote engine
+    logit_bias: dict[int, float] | None = None
+    cache_salt: str | None = None  # set by the gateway per tenant, never by a client
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,10 @@ class VLLMEngine:
     def max_model_len(self) -> int:
         return self.settings.max_model_len
 
+    @property
+    def vocab_size(self) -> int:
+        return self._renderer().vocab_size
+
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -130,13 +134,14 @@ class VLLMEngine:
             seed=request.seed,
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
+            logit_bias=request.logit_bias,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=(
                 StructuredOutputsParams(**request.structured) if request.structured else None
             ),
         )
         lora = self._lora_request(request.adapter) if request.adapter else None
-        prompt = tokens_input(request.prompt_token_ids)
+        prompt = tokens_input(request.prompt_token_ids, cache_salt=request.cache_salt)
         completion_tokens = 0
         try:
             async for out in self._llm.generate(

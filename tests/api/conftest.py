@@ -24,6 +24,7 @@ class EchoEngine:
     def __init__(self, max_model_len: int = 64) -> None:
         self.ready = True
         self.max_model_len = max_model_len
+        self.vocab_size = 1000
         self.loaded: dict[int, Adapter] = {}
         self.requests: list[EngineRequest] = []
         self.fail_load = False

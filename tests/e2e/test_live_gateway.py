@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from tests.e2e.conftest import LiveGateway
+from tests.e2e.conftest import BUILD, LiveGateway
 
 pytestmark = pytest.mark.e2e
 
@@ -510,3 +510,28 @@ def test_dashboard_panels_fill_from_real_traffic(live_gateway, tmp_path):
     missing = [w for w in empty if any(k in w for k in must_fill)]
     assert not missing, f"panels without data after real traffic: {missing}\nall empty: {empty}"
     assert len(empty) <= len(panel_queries(load_dashboard())) // 2, empty
+
+
+def test_logit_bias_and_cache_salt_on_the_real_engine(live_gateway):
+    """A valid logit_bias steers the real engine; an out-of-vocabulary id is a 400 before it;
+    the server-set cache salt is accepted by vLLM for every tenant."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(BUILD / "base"))
+    target = tok.encode(" pancakes", add_special_tokens=False)[0]
+    url = f"{live_gateway.url}/v1/completions"
+    body = {"model": "tunegate-demo-base", "prompt": "Hello", "max_tokens": 3, "temperature": 0}
+    with httpx.Client(timeout=120) as c:
+        r = c.post(
+            url, headers=live_gateway.headers(), json={**body, "logit_bias": {str(target): 100}}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"].count("pancakes") == 3
+        bad = c.post(
+            url, headers=live_gateway.headers(), json={**body, "logit_bias": {"99999999": 1}}
+        )
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "logit_bias"
+        for tenant in ("acme", "narrow"):
+            model = "tunegate-demo-base" if tenant == "acme" else "legal"
+            ok = c.post(url, headers=live_gateway.headers(tenant), json={**body, "model": model})
+            assert ok.status_code == 200, ok.text
