@@ -70,6 +70,11 @@ class MockVLLM:
             )
             await _send(send, 200, text.encode(), b"text/plain")
             return
+        if path == "/v1/traces" and method == "POST":  # an OTLP/HTTP sink: spans are dropped
+            while (await receive()).get("more_body"):
+                pass
+            await _send(send, 200, b"", b"application/x-protobuf")
+            return
         if (
             self.api_key
             and (b"authorization", f"Bearer {self.api_key}".encode()) not in scope["headers"]
