@@ -42,8 +42,11 @@ system-deps:
 test: install system-deps build-demo
 	$(BIN)/python -m pytest
 
-bench: build-demo
-	$(BIN)/python loadtests/bench_engine.py
+# The gateway's own cost (mock upstream, LiteLLM's proxy, a bare relay), then the real engine
+# (in-process and pool mode against vLLM's own server). Loopback only, bounded in time.
+bench: install system-deps build-demo
+	$(BIN)/python loadtests/bench_overhead.py
+	$(BIN)/python loadtests/bench_engine.py --rounds 2
 
 lint: install
 	$(BIN)/ruff check gateway tests loadtests
