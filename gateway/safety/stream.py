@@ -48,6 +48,7 @@ class StreamScanner:
         self._breaks = [-1] * len(self._dets)  # last char each rule can never match
         self._pending: list[Finding] = []  # settled findings not yet emitted past
         self._found: list[Finding] = []
+        self._found_sorted: tuple[Finding, ...] = ()  # `_found` in text order, kept current
         self._hide = 0  # positions before this are covered by an emitted redaction
         self._blocker: Finding | None = None
         self._finished = False
@@ -110,6 +111,7 @@ class StreamScanner:
             if finding is not None:
                 self._pending.append(finding)
                 self._found.append(finding)
+                self._found_sorted = tuple(sort_findings(self._found, self._rules))
         return max(pos, min(limit, end))
 
     def _release(self, final: bool) -> StreamStep:
@@ -117,7 +119,7 @@ class StreamScanner:
             return self._step("")
         end = self._off + len(self._buf)
         cut = end if final or not self._dets else min(self._resume)
-        pending = sort_findings(self._pending, self._rules)
+        pending = sort_findings(self._pending, self._rules) if self._pending else []
         parts: list[str] = []
         for f in pending:
             if f.start >= cut:
@@ -148,5 +150,5 @@ class StreamScanner:
             emit=emit,
             blocked=blocker is not None,
             blocking_rule=blocker.rule_id if blocker else None,
-            findings=tuple(sort_findings(self._found, self._rules)),
+            findings=self._found_sorted,
         )
