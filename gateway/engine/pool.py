@@ -276,12 +276,13 @@ class RemoteVLLMPool:
             return status == 200
 
     async def _make_room(self, server: Server) -> None:
-        """Evict least-recently-used adapters with nothing in flight, down to the budget."""
+        """Evict least-recently-used adapters with nothing in flight, down to the budget.
+        Only adapters this gateway loaded: what an operator loaded on a server stays."""
         budget = self.settings.pool_adapters_per_server
         for name in list(server.adapters):
             if len(server.adapters) < budget:
                 return
-            if server.busy.get(name):
+            if server.busy.get(name) or name not in self._known:
                 continue
             await self._unload_from(server, name)
             adapter = self._known.get(name)

@@ -271,3 +271,11 @@ async def test_gateway_over_the_pool_ends_a_dropped_stream_with_an_error(
         metrics = (await c.get("/metrics")).text
         assert 'tunegate_pool_routes_total{affinity="hit"' in metrics
         assert "up-key" not in metrics
+
+
+async def test_adapters_the_gateway_did_not_load_are_never_evicted(servers, make_pool):
+    servers[0].mock.adapters.update({"ops-a": "/x", "ops-b": "/y"})  # loaded by an operator
+    pool = await make_pool([servers[0].url], pool_adapters_per_server=2)
+    for name in ("a", "b", "c"):
+        await run(pool, request(name))
+    assert {"ops-a", "ops-b"} <= set(servers[0].mock.adapters)
