@@ -106,6 +106,20 @@ class EngineUnavailableError(ServerError):
     default_code = "engine_unavailable"
 
 
+class OverloadedError(EngineUnavailableError):
+    """The gateway is at its bound of requests in flight: a fast 503, nothing queued."""
+
+    default_code = "overloaded"
+
+
+class DeadlineError(ServerError):
+    """A deadline (first token or whole request) passed; the engine's work was cancelled."""
+
+    status = 504
+    type = "timeout_error"
+    default_code = "deadline_exceeded"
+
+
 class InternalError(ServerError):
     status = 500
     default_code = "internal_error"

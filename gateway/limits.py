@@ -64,6 +64,7 @@ class Admission:
     reserved_tokens: int
     slot: str | None
     headers: dict[str, str] = field(default_factory=dict)
+    on_close: Callable[[], None] | None = None  # told once when the admission ends
     _closed: bool = False
 
     async def finish(self, used_tokens: int | None) -> None:
@@ -71,6 +72,8 @@ class Admission:
         if self._closed:
             return
         self._closed = True
+        if self.on_close is not None:
+            self.on_close()
         tpm = self.limiter.effective(self.tenant.limits, self.store).tokens_per_minute
         try:
             if self.slot is not None:

@@ -18,9 +18,11 @@ from gateway.catalogue import Tune, TuneCatalogue
 from gateway.engine import Adapter, Engine, EngineRequest, Output
 from gateway.errors import (
     ContextLengthError,
+    DeadlineError,
     EngineUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
+    OverloadedError,
     ServerError,
 )
 from gateway.limits import Admission, Limiter
@@ -148,6 +150,10 @@ class Gateway:
         self.base_info = base_info
         self._validated: set[int] = set()
         self.inflight: Counter[str] = Counter()
+        self.active = 0  # admitted requests not yet finished
+        self.max_inflight = 512
+        self.first_token_timeout_s = 60.0
+        self.request_timeout_s = 600.0
         evictions = metrics.adapter_evictions
         engine.on_evict = lambda adapter: evictions.labels(*_tune_version(adapter), "lru").inc()
         engine.on_load = self._loaded_adapter
@@ -373,10 +379,37 @@ class Gateway:
             return {"json": profile.json_schema}
         return None
 
+    def deadline_error(self, *, first: bool) -> DeadlineError:
+        if first:
+            return DeadlineError(
+                f"The engine gave no output within {self.first_token_timeout_s:g} s; "
+                "the request was cancelled."
+            )
+        return DeadlineError(
+            f"The answer took longer than {self.request_timeout_s:g} s; it was cancelled."
+        )
+
     async def admit(self, principal: Principal, request: EngineRequest) -> Admission:
+        """A place among the requests in flight (bounded: beyond it a fast 503), then the
+        tenant's limits."""
         with self.stage("admit"):
+            if self.active >= self.max_inflight:
+                self.metrics.rate_limited.labels(principal.tenant.name, "overloaded").inc()
+                raise OverloadedError(
+                    "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
+                )
+            self.active += 1
             tokens = len(request.prompt_token_ids) + request.max_tokens
-            return await self.limiter.admit(principal.tenant, tokens)
+            try:
+                admission = await self.limiter.admit(principal.tenant, tokens)
+            except BaseException:
+                self.active -= 1
+                raise
+            admission.on_close = self._left
+            return admission
+
+    def _left(self) -> None:
+        self.active -= 1
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
         adapter = request.adapter
@@ -403,14 +436,22 @@ class Gateway:
         last: Output | None = None
         finish: str | None = None
         outputs = self.stream(request)
+        loop = asyncio.get_running_loop()
+        total_deadline = loop.time() + self.request_timeout_s
+        first_deadline = min(self.first_token_timeout_s, self.request_timeout_s)
         try:
-            async for out in outputs:
-                last = out
-                step = post.feed(out.text)
-                parts.append(step.emit)
-                if step.finish_reason is not None:
-                    finish = step.finish_reason
-                    break
+            async with asyncio.timeout(first_deadline) as t:
+                async for out in outputs:
+                    if last is None:
+                        t.reschedule(total_deadline)  # the first output came: the whole-answer one
+                    last = out
+                    step = post.feed(out.text)
+                    parts.append(step.emit)
+                    if step.finish_reason is not None:
+                        finish = step.finish_reason
+                        break
+        except TimeoutError:
+            raise self.deadline_error(first=last is None) from None
         finally:
             await outputs.aclose()  # aborts the engine request if it is still running
         if last is None or (finish is None and last.finish_reason is None):

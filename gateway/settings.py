@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     policies_dir: Path = Path("policies")
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_inflight: int = Field(512, ge=1, description="requests in flight before a fast 503")
+    first_token_timeout_s: float = Field(60.0, gt=0, description="504 when no output by then")
+    request_timeout_s: float = Field(600.0, gt=0, description="504 when the answer takes longer")
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     workers: int = Field(1, ge=1, description="uvicorn worker processes (pool engine only)")

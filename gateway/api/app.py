@@ -184,6 +184,9 @@ def create_app(
     app = FastAPI(
         title="Tunegate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
     )
+    gateway.max_inflight = settings.max_inflight
+    gateway.first_token_timeout_s = settings.first_token_timeout_s
+    gateway.request_timeout_s = settings.request_timeout_s
     app.state.gateway = gateway
     app.state.settings = settings
     install_error_handlers(app)

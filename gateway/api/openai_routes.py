@@ -211,7 +211,16 @@ async def _answer(
             return _json(make(ereq.request_id, created, resolved.model, c), admission.headers)
         outputs = gw.stream(ereq).__aiter__()
         # Wait for the first output before sending headers, so early failures get a status.
-        first = await until_disconnect(request.receive, outputs.__anext__())
+        try:
+            first = await until_disconnect(
+                request.receive,
+                asyncio.wait_for(
+                    outputs.__anext__(), min(gw.first_token_timeout_s, gw.request_timeout_s)
+                ),
+            )
+        except TimeoutError:
+            await outputs.aclose()  # type: ignore[attr-defined]
+            raise gw.deadline_error(first=True) from None
     except ClientDisconnected:
         await admission.finish(None)
         t.done(CLIENT_CLOSED, code="client_closed")
@@ -270,6 +279,8 @@ async def _events(
     post: OutputPipeline,
 ) -> AsyncIterator[bytes]:
     rid = ereq.request_id
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + t.gw.request_timeout_s - (time.perf_counter() - t.start)
     chunk: Callable[[str, str | None], dict[str, Any]]
     if chat:
 
@@ -303,7 +314,11 @@ async def _events(
                 break
             if out.finish_reason is not None:
                 break
-            out = await anext(outputs, None)
+            try:
+                out = await asyncio.wait_for(anext(outputs, None), deadline - loop.time())
+            except TimeoutError:
+                await outputs.aclose()  # type: ignore[attr-defined]
+                raise t.gw.deadline_error(first=False) from None
         if finish is None:
             if last.finish_reason is None:
                 raise GatewayError("The engine ended the stream without finishing.")

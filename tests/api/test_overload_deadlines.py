@@ -1,0 +1,98 @@
+"""Overload and deadlines: a bounded number of requests in flight (beyond it a fast 503 with
+Retry-After), and first-token and whole-answer deadlines (504, the engine's work cancelled)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway.api import create_app
+from gateway.engine import EngineRequest, Output
+from tests.api.conftest import EchoEngine, auth
+
+BODY = {"model": "support", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.fixture
+def make_client(settings):
+    async def make(engine: EchoEngine, **overrides: object):
+        app = create_app(settings.model_copy(update=overrides), engine=engine)
+        return app
+
+    return make
+
+
+async def serve(app):
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30)
+
+
+async def test_beyond_the_inflight_bound_a_fast_503(make_client):
+    engine = EchoEngine()
+    gate = engine.hold()
+    app = await make_client(engine, max_inflight=2)
+    async with app.router.lifespan_context(app), await serve(app) as c:
+        held = [asyncio.create_task(c.post("/v1/chat/completions", json=BODY, headers=auth()))
+                for _ in range(2)]  # fmt: skip
+        gw = app.state.gateway
+        while gw.active < 2:
+            await asyncio.sleep(0.01)
+        r = await c.post("/v1/chat/completions", json=BODY, headers=auth())
+        assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+        assert r.headers["retry-after"] == "1"
+        gate.set()
+        assert [(await t).status_code for t in held] == [200, 200]
+        assert gw.active == 0
+        assert (await c.post("/v1/chat/completions", json=BODY, headers=auth())).status_code == 200
+        metrics = (await c.get("/metrics")).text
+        assert 'tunegate_rate_limited_total{reason="overloaded",tenant="acme"} 1.0' in metrics
+
+
+def stuck(engine: EchoEngine, cancelled: list[str], delay: float | None = None) -> None:
+    """Answers nothing (delay None) or a word every `delay` seconds, forever."""
+
+    async def stream(request: EngineRequest) -> AsyncIterator[Output]:
+        try:
+            n = 0
+            while True:
+                if delay is None:
+                    await asyncio.sleep(3600)
+                await asyncio.sleep(delay)
+                n += 1
+                yield Output(" word", n, 3, None)
+        finally:
+            cancelled.append(request.request_id)
+
+    engine.stream = stream  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_no_first_token_in_time_is_a_504(make_client, stream):
+    engine, cancelled = EchoEngine(), []
+    stuck(engine, cancelled)
+    app = await make_client(engine, first_token_timeout_s=0.3)
+    async with app.router.lifespan_context(app), await serve(app) as c:
+        r = await c.post("/v1/chat/completions", json={**BODY, "stream": stream}, headers=auth())
+        assert r.status_code == 504, r.text
+        assert r.json()["error"]["code"] == "deadline_exceeded"
+        assert len(cancelled) == 1 and app.state.gateway.active == 0
+        assert app.state.gateway.inflight["support@1"] == 0
+
+
+async def test_an_answer_past_the_request_deadline(make_client):
+    engine, cancelled = EchoEngine(), []
+    stuck(engine, cancelled, delay=0.05)
+    app = await make_client(engine, request_timeout_s=0.5, first_token_timeout_s=5)
+    async with app.router.lifespan_context(app), await serve(app) as c:
+        r = await c.post("/v1/chat/completions", json=BODY, headers=auth())
+        assert r.status_code == 504 and "longer than" in r.json()["error"]["message"]
+        async with c.stream(
+            "POST", "/v1/chat/completions", json={**BODY, "stream": True}, headers=auth()
+        ) as s:
+            text = (await s.aread()).decode()
+        assert s.status_code == 200  # headers went out with the first token
+        assert "deadline_exceeded" in text and "[DONE]" not in text
+        assert len(cancelled) == 2 and app.state.gateway.active == 0
