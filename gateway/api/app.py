@@ -159,6 +159,23 @@ def create_app(
             except Exception as exc:
                 gateway.engine_failure = type(exc).__name__
                 log.exception("engine failed to start")
+                return
+            # Watch the engine: when it dies (its process killed, a fatal error), start it
+            # again; meanwhile /readyz is false and requests get 503 with Retry-After.
+            while True:
+                await asyncio.sleep(1.0)
+                if not getattr(gateway.engine, "dead", False):
+                    continue
+                log.error("the engine died; restarting it")
+                with contextlib.suppress(Exception):
+                    await gateway.engine.stop()
+                try:
+                    await gateway.engine.start(warm)
+                    log.warning("the engine is serving again")
+                except Exception as exc:
+                    gateway.engine_failure = type(exc).__name__
+                    log.exception("engine failed to restart")
+                    return
 
         await audit.start()
         await state.start()

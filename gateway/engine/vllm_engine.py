@@ -32,6 +32,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._prompts: PromptRenderer | None = None
         self._ready = False
+        self._died = False
         self._locks: dict[str, asyncio.Lock] = {}
         # Adapters on the engine, least recently used first; kept within `max_cpu_loras` by
         # evicting the least recently used one explicitly (so it is seen and counted).
@@ -43,6 +44,11 @@ class VLLMEngine:
     @property
     def ready(self) -> bool:
         return self._ready and self._llm is not None and not self._llm.errored
+
+    @property
+    def dead(self) -> bool:
+        """Started once, and its engine-core process has died since."""
+        return self._llm is not None and (self._llm.errored or self._died)
 
     @property
     def max_model_len(self) -> int:
@@ -57,6 +63,8 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self.settings
+        self._died = False
+        self._loaded.clear()  # a new engine holds no adapters yet
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(s.kv_cache_gib))))
         args = AsyncEngineArgs(
             model=str(s.model_path),
@@ -102,7 +110,9 @@ class VLLMEngine:
 
     def _renderer(self) -> PromptRenderer:
         if self._prompts is None:
-            raise EngineUnavailableError("The engine is starting; try again shortly.")
+            raise EngineUnavailableError(
+                "The engine is starting; try again shortly.", headers={"Retry-After": "5"}
+            )
         return self._prompts
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
@@ -113,7 +123,9 @@ class VLLMEngine:
 
     def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
         if not self.ready:
-            raise EngineUnavailableError("The engine is not ready; try again shortly.")
+            raise EngineUnavailableError(
+                "The engine is not ready; try again shortly.", headers={"Retry-After": "5"}
+            )
         return self._generate(request)
 
     async def _generate(self, request: EngineRequest) -> AsyncIterator[Output]:
@@ -157,7 +169,10 @@ class VLLMEngine:
             raise InvalidRequestError(str(exc)) from None
         except EngineDeadError:
             self._ready = False
-            raise EngineUnavailableError("The engine has stopped; try again shortly.") from None
+            self._died = True
+            raise EngineUnavailableError(
+                "The engine has stopped; it is being restarted.", headers={"Retry-After": "10"}
+            ) from None
 
     @staticmethod
     def _lora_request(adapter: Adapter) -> Any:

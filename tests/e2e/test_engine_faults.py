@@ -1,0 +1,117 @@
+"""Engine faults and shutdown on the real engine: the engine-core process is killed and the
+gateway restarts it without restarting itself; SIGTERM drains in-flight streams, refuses new
+work, and leaves an audit log that verifies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from gateway.auth import new_key
+from tests.e2e.conftest import ROOT, gateway_process, write_setup
+
+pytestmark = pytest.mark.e2e
+CHAT = {"model": "support", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def engine_core_pids(gateway_pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-eo", "pid,ppid,comm"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()[1:]]
+    children: dict[int, list[tuple[int, str]]] = {}
+    for pid, ppid, comm in rows:
+        children.setdefault(int(ppid), []).append((int(pid), comm))
+    found, todo = [], [gateway_pid]
+    while todo:
+        for pid, comm in children.get(todo.pop(), []):
+            todo.append(pid)
+            if comm.startswith("VLLM::"):  # the engine core and its workers
+                found.append(pid)
+    return found
+
+
+def test_a_killed_engine_is_restarted_and_serving_resumes(demo_build, tmp_path):
+    keys = {"acme": new_key(), "narrow": new_key()}
+    tunes, policies = write_setup(tmp_path, keys)
+    with gateway_process(tmp_path, tunes, policies, keys, new_key(), name="faults") as gw:
+        c = httpx.Client(timeout=120)
+        assert (
+            c.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT).status_code
+            == 200
+        )
+        assert gw.proc is not None
+        cores = engine_core_pids(gw.proc.pid)
+        assert cores, "no engine-core process found under the gateway"
+        for pid in cores:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        codes = set()
+        while time.monotonic() < deadline:  # the death is noticed: not ready, 503 + Retry-After
+            ready = c.get(f"{gw.url}/readyz")
+            if ready.status_code == 503:
+                r = c.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT)
+                codes.add(r.status_code)
+                if r.status_code == 503:
+                    assert r.headers["retry-after"] and r.json()["error"]["type"]
+                    break
+            time.sleep(0.2)
+        assert 503 in codes, codes
+        assert c.get(f"{gw.url}/healthz").status_code == 200  # the gateway itself lives on
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if c.get(f"{gw.url}/readyz").status_code == 200:
+                break
+            time.sleep(1)
+        r = c.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT)
+        assert r.status_code == 200, (r.text, gw.log_tail())
+        assert gw.proc.poll() is None and engine_core_pids(gw.proc.pid)
+        c.close()
+
+
+def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path):
+    keys = {"acme": new_key(), "narrow": new_key()}
+    tunes, policies = write_setup(tmp_path, keys)
+    with gateway_process(tmp_path, tunes, policies, keys, new_key(), name="drain") as gw:
+        results: list[str] = []
+
+        def long_stream() -> None:
+            body = {**CHAT, "max_tokens": 200, "stream": True, "temperature": 1.0, "seed": 3}
+            with httpx.stream(
+                "POST",
+                f"{gw.url}/v1/chat/completions",
+                headers=gw.headers(),
+                json=body,
+                timeout=120,
+            ) as r:
+                results.append(r.read().decode())
+
+        threads = [threading.Thread(target=long_stream) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # both streams are running
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx.HTTPError):  # new connections are refused while draining
+            httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=5)
+        for t in threads:
+            t.join(timeout=120)
+        assert gw.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+        assert len(results) == 2 and all(r.rstrip().endswith("data: [DONE]") for r in results)
+        audit = tmp_path / "audit-drain"
+        verify = subprocess.run(
+            [sys.executable, "-m", "gateway", "audit", "verify", str(audit)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        served = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
+                  if '"decision":"served"' in line.replace(" ", "")]  # fmt: skip
+        assert len(served) == 2
