@@ -297,6 +297,7 @@ class Gateway:
     ) -> EngineRequest:
         self._check_ready()
         with self.stage("prepare"):
+            self._surely_too_long(principal, sum(len(m["content"]) for m in messages), "messages")
             ids = self.engine.render_chat(messages)
             return self._engine_request(request_id, principal, resolved, ids, s, "messages")
 
@@ -305,8 +306,23 @@ class Gateway:
     ) -> EngineRequest:
         self._check_ready()
         with self.stage("prepare"):
+            self._surely_too_long(principal, len(prompt), "prompt")
             ids = self.engine.encode(prompt)
             return self._engine_request(request_id, principal, resolved, ids, s, "prompt")
+
+    def _surely_too_long(self, principal: Principal, chars: int, field: str) -> None:
+        """Refuse a prompt that cannot fit before spending time tokenizing all of it."""
+        per_token = getattr(self.engine, "max_token_chars", None)
+        if not per_token:
+            return
+        cap = principal.tenant.limits.max_prompt_tokens
+        limit = min(self.engine.max_model_len, cap) if cap else self.engine.max_model_len
+        if chars > limit * per_token:
+            raise ContextLengthError(
+                f"The prompt has {chars} characters, more than {limit} tokens can hold.",
+                param=field,
+                code="prompt_too_long",
+            )
 
     def _engine_request(
         self,

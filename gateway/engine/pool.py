@@ -110,6 +110,10 @@ class RemoteVLLMPool:
     def vocab_size(self) -> int:
         return self._renderer().vocab_size
 
+    @property
+    def max_token_chars(self) -> int:
+        return self._renderer().max_token_chars
+
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         import aiohttp
 

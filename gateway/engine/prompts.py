@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,10 @@ class PromptRenderer:
     @property
     def vocab_size(self) -> int:
         return len(self._tok)
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The most characters one token stands for: a prompt longer than this many times
+        the token limit is over it for certain, without tokenizing it."""
+        return max((len(self._tok.convert_tokens_to_string([t])) for t in self._tok.get_vocab()),
+                   default=1)  # fmt: skip

@@ -58,6 +58,10 @@ class VLLMEngine:
     def vocab_size(self) -> int:
         return self._renderer().vocab_size
 
+    @property
+    def max_token_chars(self) -> int:
+        return self._renderer().max_token_chars
+
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -25,6 +25,7 @@ class EchoEngine:
         self.ready = True
         self.max_model_len = max_model_len
         self.vocab_size = 1000
+        self.max_token_chars = 32
         self.loaded: dict[int, Adapter] = {}
         self.requests: list[EngineRequest] = []
         self.fail_load = False

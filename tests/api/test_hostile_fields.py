@@ -98,3 +98,21 @@ async def test_tenants_get_their_own_server_set_cache_salt(client, engine):
     a1, a2, n1 = (req.cache_salt for req in engine.requests[-3:])
     assert a1 == a2 and a1 != n1 and a1 and n1
     assert "acme" not in a1  # derived, not the tenant's name
+
+
+async def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(client, engine):
+    calls = []
+    original = engine.render_chat
+
+    def counting(messages):
+        calls.append(len(messages))
+        return original(messages)
+
+    engine.render_chat = counting
+    huge = "x" * (engine.max_model_len * engine.max_token_chars + 1)
+    body = {**BASE, "messages": [{"role": "user", "content": huge}]}
+    r = await client.post("/v1/chat/completions", json=body, headers=auth())
+    assert r.status_code == 400 and r.json()["error"]["code"] == "prompt_too_long"
+    assert calls == []  # never tokenized
+    assert (await client.post("/v1/chat/completions", json=BASE, headers=auth())).status_code == 200
+    assert calls == [1]
