@@ -100,6 +100,11 @@ class PayloadTooLargeError(ClientError):
     default_code = "request_too_large"
 
 
+class HeadersTooLargeError(ClientError):
+    status = 431
+    default_code = "request_headers_too_large"
+
+
 class EngineUnavailableError(ServerError):
     status = 503
     type = "service_unavailable_error"

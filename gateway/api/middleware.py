@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import InvalidRequestError, PayloadTooLargeError
+from gateway.errors import HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError
 from gateway.observability.logs import request_id_var
 
 __all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "send_error"]
@@ -64,14 +64,32 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 32 * 1024
+
+
 class BodyLimitMiddleware:
-    """Refuses bodies over `limit` bytes with 413 before the app reads them."""
+    """Refuses more than `MAX_HEADERS` headers (or `MAX_HEADER_BYTES` of them) with 431, and
+    bodies over `limit` bytes with 413, before the app reads them."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            if len(headers) > MAX_HEADERS or (
+                sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES
+            ):
+                await send_error(
+                    send,
+                    HeadersTooLargeError(
+                        f"The request has too many or too large headers (at most {MAX_HEADERS} "
+                        f"headers, {MAX_HEADER_BYTES} bytes)."
+                    ),
+                )
+                return
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return

@@ -116,3 +116,13 @@ async def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(client, eng
     assert calls == []  # never tokenized
     assert (await client.post("/v1/chat/completions", json=BASE, headers=auth())).status_code == 200
     assert calls == [1]
+
+
+async def test_too_many_or_too_large_headers_are_a_431(client):
+    many = {f"x-h{i}": "v" for i in range(150)}
+    r = await client.post("/v1/chat/completions", json=BASE, headers={**auth(), **many})
+    assert r.status_code == 431 and r.json()["error"]["code"] == "request_headers_too_large"
+    big = {"x-big": "v" * 40_000}
+    r = await client.post("/v1/chat/completions", json=BASE, headers={**auth(), **big})
+    assert r.status_code == 431
+    assert (await client.post("/v1/chat/completions", json=BASE, headers=auth())).status_code == 200
