@@ -96,3 +96,29 @@ async def test_an_answer_past_the_request_deadline(make_client):
         assert s.status_code == 200  # headers went out with the first token
         assert "deadline_exceeded" in text and "[DONE]" not in text
         assert len(cancelled) == 2 and app.state.gateway.active == 0
+
+
+async def test_a_noisy_tenant_at_ten_times_its_limit_leaves_others_untouched(settings):
+    from gateway.auth import hash_key
+    from tests.api.conftest import KEYS
+
+    (settings.policies_dir / "tenants.yaml").write_text(
+        "tenants:\n"
+        f"  - name: acme\n    keys: [{{id: acme-1, sha256: {hash_key(KEYS['acme'])}}}]\n"
+        "    tunes: [support]\n    limits: {requests_per_minute: 20}\n"
+        f"  - name: narrow\n    keys: [{{id: narrow-1, sha256: {hash_key(KEYS['narrow'])}}}]\n"
+        "    tunes: [support]\n"
+    )
+    engine = EchoEngine()
+    app = create_app(settings, engine=engine)
+    async with app.router.lifespan_context(app), await serve(app) as c:
+        noisy = [
+            c.post("/v1/chat/completions", json=BODY, headers=auth("acme")) for _ in range(200)
+        ]
+        quiet = [
+            c.post("/v1/chat/completions", json=BODY, headers=auth("narrow")) for _ in range(20)
+        ]
+        results = await asyncio.gather(*noisy, *quiet)
+    noisy_codes = [r.status_code for r in results[:200]]
+    assert noisy_codes.count(200) == 20 and noisy_codes.count(429) == 180
+    assert [r.status_code for r in results[200:]] == [200] * 20
