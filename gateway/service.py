@@ -316,12 +316,14 @@ class Gateway:
         if not per_token:
             return
         cap = principal.tenant.limits.max_prompt_tokens
-        limit = min(self.engine.max_model_len, cap) if cap else self.engine.max_model_len
+        context = self.engine.max_model_len
+        limit = min(context, cap) if cap else context
         if chars > limit * per_token:
+            whose = "this tenant's limit" if limit < context else "the model's context"
             raise ContextLengthError(
-                f"The prompt has {chars} characters, more than {limit} tokens can hold.",
+                f"The prompt has {chars} characters, more than {limit} tokens ({whose}) can hold.",
                 param=field,
-                code="prompt_too_long",
+                code="prompt_too_long" if limit < context else None,
             )
 
     def _engine_request(

@@ -112,7 +112,7 @@ async def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(client, eng
     huge = "x" * (engine.max_model_len * engine.max_token_chars + 1)
     body = {**BASE, "messages": [{"role": "user", "content": huge}]}
     r = await client.post("/v1/chat/completions", json=body, headers=auth())
-    assert r.status_code == 400 and r.json()["error"]["code"] == "prompt_too_long"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert calls == []  # never tokenized
     assert (await client.post("/v1/chat/completions", json=BASE, headers=auth())).status_code == 200
     assert calls == [1]
