@@ -20,7 +20,7 @@ from gateway.api.rollout_routes import router as rollout_router
 from gateway.audit import AuditSink
 from gateway.audit.file_sink import FileAuditSink
 from gateway.catalogue import TuneCatalogue
-from gateway.engine import Engine
+from gateway.engine import Adapter, Engine
 from gateway.errors import GatewayError
 from gateway.limits import Limiter
 from gateway.observability import Metrics
@@ -145,8 +145,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async def start_engine() -> None:
-            warm = []
+        warm: list[Adapter] = []
+
+        async def first_start() -> bool:
             for tune in catalogue:
                 try:
                     await gateway.validate(tune)
@@ -159,6 +160,19 @@ def create_app(
             except Exception as exc:
                 gateway.engine_failure = type(exc).__name__
                 log.exception("engine failed to start")
+                return False
+            return True
+
+        # A remote pool starts in a second or two: this process takes no connection before it
+        # is ready (with several workers, none answers 503 while another says ready). The
+        # in-process engine takes half a minute: the gateway serves /healthz meanwhile.
+        started_inline = getattr(gateway.engine, "starts_fast", False)
+        ok_inline = await first_start() if started_inline else False
+
+        async def start_engine() -> None:
+            if not started_inline and not await first_start():
+                return
+            if started_inline and not ok_inline:
                 return
             # Watch the engine: when it dies (its process killed, a fatal error), start it
             # again; meanwhile /readyz is false and requests get 503 with Retry-After.

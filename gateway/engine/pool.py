@@ -98,6 +98,8 @@ class RemoteVLLMPool:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    starts_fast = True  # the app waits for `start()` before it takes connections
+
     @property
     def ready(self) -> bool:
         return self._prompts is not None and any(s.healthy for s in self.servers.values())

@@ -127,12 +127,16 @@ def test_pool_affinity_failover_and_rejoin(demo_build, tmp_path):
                 r = client.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=body)
                 if r.status_code == 200 and stream:
                     assert r.text.rstrip().endswith("[DONE]"), r.text[-300:]
+                if r.status_code != 200:
+                    errors.append(r.text[:300])
                 return r.status_code
+
+            errors: list[str] = []
 
             # Affinity: two tunes, four at a time.
             with ThreadPoolExecutor(4) as pool:
                 codes = list(pool.map(ask, range(60)))
-            assert codes == [200] * 60
+            assert codes == [200] * 60, (errors[:3], gw.log_tail(30))
             m = scrape(gw.url)
             routes = total(m, "tunegate_pool_routes_total")
             hits = total(m, "tunegate_pool_routes_total", affinity="hit")
