@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.engine.prompts import PromptRenderer
+from gateway.engine.prompts import PromptRenderer, RendersPrompts
 from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
 from gateway.errors import EngineUnavailableError, GatewayError, InvalidRequestError, ServerError
 from gateway.settings import EngineSettings
@@ -74,7 +74,7 @@ class Server:
         return urlsplit(self.url).netloc
 
 
-class RemoteVLLMPool:
+class RemoteVLLMPool(RendersPrompts):
     """The `Engine` over a pool of vLLM OpenAI servers."""
 
     def __init__(self, settings: EngineSettings) -> None:
@@ -108,14 +108,6 @@ class RemoteVLLMPool:
     def max_model_len(self) -> int:
         return self._max_model_len
 
-    @property
-    def vocab_size(self) -> int:
-        return self._renderer().vocab_size
-
-    @property
-    def max_token_chars(self) -> int:
-        return self._renderer().max_token_chars
-
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         import aiohttp
 
@@ -145,19 +137,6 @@ class RemoteVLLMPool:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    # -- tokens --------------------------------------------------------------------------------
-
-    def _renderer(self) -> PromptRenderer:
-        if self._prompts is None:
-            raise EngineUnavailableError("The engine is starting; try again shortly.")
-        return self._prompts
-
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        return self._renderer().render_chat(messages)
-
-    def encode(self, text: str) -> list[int]:
-        return self._renderer().encode(text)
 
     # -- health, discovery, reconciliation ------------------------------------------------------
 

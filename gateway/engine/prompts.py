@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PromptRenderer"]
+__all__ = ["PromptRenderer", "RendersPrompts"]
 
 
 class PromptRenderer:
@@ -38,3 +38,33 @@ class PromptRenderer:
         the token limit is over it for certain, without tokenizing it."""
         return max((len(self._tok.convert_tokens_to_string([t])) for t in self._tok.get_vocab()),
                    default=1)  # fmt: skip
+
+
+class RendersPrompts:
+    """What every engine does with the served model's tokenizer (`self._prompts`, loaded by
+    the engine's `start()`): chat rendering, encoding and the vocabulary's figures."""
+
+    _prompts: PromptRenderer | None = None
+
+    def _renderer(self) -> PromptRenderer:
+        if self._prompts is None:
+            from gateway.errors import EngineUnavailableError
+
+            raise EngineUnavailableError(
+                "The engine is starting; try again shortly.", headers={"Retry-After": "5"}
+            )
+        return self._prompts
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return self._renderer().render_chat(messages)
+
+    def encode(self, text: str) -> list[int]:
+        return self._renderer().encode(text)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._renderer().vocab_size
+
+    @property
+    def max_token_chars(self) -> int:
+        return self._renderer().max_token_chars

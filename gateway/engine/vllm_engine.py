@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from gateway.engine.prompts import PromptRenderer
+from gateway.engine.prompts import PromptRenderer, RendersPrompts
 from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
 from gateway.errors import EngineUnavailableError, InvalidRequestError
 from gateway.settings import EngineSettings
@@ -24,7 +24,7 @@ class AdapterLoadError(InvalidRequestError):
     default_code = "adapter_load_failed"
 
 
-class VLLMEngine:
+class VLLMEngine(RendersPrompts):
     """Owns one `AsyncLLM`. Only this module imports vLLM."""
 
     def __init__(self, settings: EngineSettings) -> None:
@@ -53,14 +53,6 @@ class VLLMEngine:
     @property
     def max_model_len(self) -> int:
         return self.settings.max_model_len
-
-    @property
-    def vocab_size(self) -> int:
-        return self._renderer().vocab_size
-
-    @property
-    def max_token_chars(self) -> int:
-        return self._renderer().max_token_chars
 
     async def start(self, warm_adapters: Sequence[Adapter] = ()) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -111,19 +103,6 @@ class VLLMEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             await asyncio.to_thread(llm.shutdown)
-
-    def _renderer(self) -> PromptRenderer:
-        if self._prompts is None:
-            raise EngineUnavailableError(
-                "The engine is starting; try again shortly.", headers={"Retry-After": "5"}
-            )
-        return self._prompts
-
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        return self._renderer().render_chat(messages)
-
-    def encode(self, text: str) -> list[int]:
-        return self._renderer().encode(text)
 
     def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
         if not self.ready:
