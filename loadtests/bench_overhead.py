@@ -187,7 +187,13 @@ def start_redis(procs: Processes) -> tuple[str, subprocess.Popen[bytes]]:
 
 
 def start_gateway(
-    procs: Processes, tmp: Path, name: str, upstream: str, redis_url: str, sink: str
+    procs: Processes,
+    tmp: Path,
+    name: str,
+    upstream: str,
+    redis_url: str,
+    sink: str,
+    extra: dict[str, str] | None = None,
 ) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     env = {
@@ -205,6 +211,7 @@ def start_gateway(
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink}/v1/traces",
         "OTEL_SERVICE_NAME": f"tunegate-bench-{name}",
+        **(extra or {}),
     }
     env.pop("TUNEGATE_WORKERS", None)
     proc = procs.start(name, [sys.executable, "-m", "gateway", "serve"], env)

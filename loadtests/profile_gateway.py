@@ -1,0 +1,97 @@
+"""Where the gateway's time goes: CPU per request and latency at 1 connection, optionally a
+py-spy profile, for the same full-pipeline setup as `bench_overhead.py` (mock upstream at 0 ms,
+real Redis, safety, audit, metrics, OTLP traces to a sink).
+
+    .venv/bin/python loadtests/profile_gateway.py [--requests 2000] [--conc 8]
+        [--py-spy OUT.txt] [--env NAME=VALUE ...]
+
+`--env` passes settings to the gateway (e.g. `OTEL_TRACES_EXPORTER=none` to see what tracing
+costs); `--py-spy` writes py-spy's collapsed stacks (needs `py-spy` on PATH or in the venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_overhead as bo  # a sibling script, not a package module
+
+
+def user_sys(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) / bo.TICK, int(fields[12]) / bo.TICK
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--conc", type=int, default=8)
+    ap.add_argument("--py-spy", default=None, help="write collapsed stacks here")
+    ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
+    args = ap.parse_args()
+    extra = dict(kv.split("=", 1) for kv in args.env)
+
+    with tempfile.TemporaryDirectory(prefix="tg-prof-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "policies").mkdir()
+        from gateway.auth import hash_key
+
+        (tmp / "policies" / "tenants.yaml").write_text(bo.TENANTS.format(sha=hash_key(bo.KEY)))
+        procs = bo.Processes(tmp)
+        try:
+            mock = bo.start_mock(procs, "mock0")
+            sink = bo.start_mock(procs, "otlp-sink")
+            redis_url, _ = bo.start_redis(procs)
+            url, gw = bo.start_gateway(procs, tmp, "gw", mock, redis_url, sink, extra)
+            procs.wait_http(gw, f"{url}/readyz", 180)
+            t = bo.Target(f"{url}/v1/chat/completions", bo.KEY, "support")
+            problem = asyncio.run(bo._warm([t]))
+            if problem:
+                raise SystemExit(f"warm-up failed: {problem}")
+            spy = None
+            if args.py_spy:
+                exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                spy = subprocess.Popen(
+                    [
+                        exe,
+                        "record",
+                        "-p",
+                        str(gw.pid),
+                        "-f",
+                        "raw",
+                        "-o",
+                        args.py_spy,
+                        "-r",
+                        "400",
+                        "--nonblocking",
+                        "--gil",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            u0, s0 = user_sys(gw.pid)
+            cpu = asyncio.run(bo.cpu_per_request(t, gw.pid, args.requests, args.conc, {}))
+            u1, s1 = user_sys(gw.pid)
+            n = args.requests + args.conc * 4
+            one = asyncio.run(bo.closed_loop(t, 1, 5.0))
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(timeout=30)
+            print(
+                f"CPU {cpu['us']:.0f} us/request at {args.conc} conn "
+                f"(user {(u1 - u0) / n * 1e6:.0f}, system {(s1 - s0) / n * 1e6:.0f}; "
+                f"errors {cpu['errors']:.0f}); 1 conn: p50 {one.p50:.2f} ms, "
+                f"p99 {one.p99:.2f} ms, {one.rps:.0f} req/s, errors {one.errors}"
+            )
+        finally:
+            procs.stop_all()
+
+
+if __name__ == "__main__":
+    main()
