@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 ENGINE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-pool test install build-demo system-deps lint bench clean
+.PHONY: demo demo-pool test install build-demo system-deps lint bench soak clean
 
 $(BIN)/.installed-$(ENGINE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ test: install system-deps build-demo
 bench: install system-deps build-demo
 	$(BIN)/python loadtests/bench_overhead.py
 	$(BIN)/python loadtests/bench_engine.py --rounds 2
+
+# Longer runs CI does not need: locust scenarios with a noisy tenant (exit code from the
+# thresholds), then a 10-minute soak of mixed load with tune switches on the real engine.
+soak: install system-deps build-demo
+	$(BIN)/python loadtests/run_locust.py
+	$(BIN)/python loadtests/soak.py --minutes 10
 
 lint: install
 	$(BIN)/ruff check gateway tests loadtests

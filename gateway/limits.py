@@ -75,12 +75,11 @@ class Admission:
         if self.on_close is not None:
             self.on_close()
         tpm = self.limiter.effective(self.tenant.limits, self.store).tokens_per_minute
+        refund = self.reserved_tokens - (used_tokens if used_tokens is not None else 0)
+        if self.slot is None and (tpm is None or refund <= 0):
+            return
         try:
-            if self.slot is not None:
-                await self.store.release_slot(self.tenant.name, self.slot)
-            refund = self.reserved_tokens - (used_tokens if used_tokens is not None else 0)
-            if tpm is not None and refund > 0:
-                await self.store.refund_tokens(self.tenant.name, tpm, refund)
+            await self.store.finish(self.tenant.name, self.slot, tpm, refund)
         except StoreUnavailable:
             self.limiter.on_fallback("release", "lease_expiry")
 
@@ -133,39 +132,33 @@ class Limiter:
 
     async def _admit(self, store: Store, tenant: Tenant, tokens: int) -> Admission:
         limits = self.effective(tenant.limits, store)
-        slot = None
-        if limits.max_concurrent is not None:
-            slot = uuid.uuid4().hex
-            if not await store.acquire_slot(tenant.name, limits.max_concurrent, slot, self.lease_s):
-                self.on_reject(tenant.name, "concurrency")
-                raise RateLimitError(
-                    f"Too many concurrent requests for tenant `{tenant.name}` (limit "
-                    f"{limits.max_concurrent}). Retry when a request finishes.",
-                    code="concurrency_limit_exceeded",
-                    headers={"Retry-After": "1"},
-                )
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         if tpm is not None and tokens > tpm:
-            if slot is not None:
-                await store.release_slot(tenant.name, slot)
             raise ClientError(
                 f"This request needs {tokens} tokens (prompt + max_tokens), more than the "
                 f"tenant's limit of {tpm} tokens per minute. Lower max_tokens.",
                 param="max_tokens",
                 code="tokens_exceed_limit",
             )
-        if rpm is None and tpm is None:
+        limit = limits.max_concurrent
+        if limit is None and rpm is None and tpm is None:
+            return Admission(self, tenant, store, 0, None)
+        slot = uuid.uuid4().hex if limit is not None else None
+        got, decision = await store.admit(
+            tenant.name, limit, slot or "", self.lease_s, rpm, tpm, tokens if tpm else 0
+        )
+        if not got:
+            self.on_reject(tenant.name, "concurrency")
+            raise RateLimitError(
+                f"Too many concurrent requests for tenant `{tenant.name}` (limit "
+                f"{limits.max_concurrent}). Retry when a request finishes.",
+                code="concurrency_limit_exceeded",
+                headers={"Retry-After": "1"},
+            )
+        if decision is None:
             return Admission(self, tenant, store, 0, slot)
-        try:
-            decision = await store.take(tenant.name, rpm, tpm, tokens if tpm else 0)
-        except BaseException:
-            if slot is not None:
-                await store.release_slot(tenant.name, slot)
-            raise
         headers = rate_headers(decision)
         if not decision.allowed:
-            if slot is not None:
-                await store.release_slot(tenant.name, slot)
             short_of_requests = rpm is not None and decision.remaining_requests == 0
             reason = "requests" if short_of_requests else "tokens"
             self.on_reject(tenant.name, reason)

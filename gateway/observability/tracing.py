@@ -9,6 +9,16 @@ parent of the request span; `trace_headers()` gives the headers to pass on to a 
 The request span's context lives in a context variable set by `TracingMiddleware`; stages read it
 (`Tracing.stage`, `Tracing.record`) so the pipeline needs no extra arguments. When tracing is off
 the middleware is a pass-through and stages cost one context-variable read.
+
+Stages come in two levels of detail (`TUNEGATE_TRACE_STAGES`):
+- `events` (the default): the stages that wait on something outside the gateway (adapter load,
+  engine queue, generation, the audit commit) are child spans; the quick in-process stages (auth,
+  policy, input safety, resolve, prepare, admit, postprocess) are events on the request span with
+  their duration (`tunegate.duration_ms`). A span costs about 65 µs to make and export, an event
+  a tenth of that, and those stages together take less than the spans would.
+- `spans`: every stage is a child span.
+A request span the sampler dropped (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, …) costs
+its stages nothing.
 """
 
 from __future__ import annotations
@@ -30,13 +40,17 @@ __all__ = ["Tracing", "TracingMiddleware", "current_span"]
 _request_ctx: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "tunegate_trace_ctx", default=None
 )
+_request_span: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
+    "tunegate_trace_span", default=None
+)
+# Stages that wait on something outside the gateway: child spans at every level of detail.
+SPAN_STAGES = frozenset({"adapter_load", "engine_queue", "generate", "audit"})
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACED_PREFIX = "/v1/"
 
 
 def current_span() -> Span | None:
-    ctx = _request_ctx.get()
-    return None if ctx is None else trace.get_current_span(ctx)
+    return _request_span.get()
 
 
 def _wanted_from_env() -> bool:
@@ -56,10 +70,14 @@ def _wanted_from_env() -> bool:
 class Tracing:
     """The gateway's tracer; a no-op unless built with a provider (or from `OTEL_*`)."""
 
-    def __init__(self, provider: Any = None) -> None:
+    def __init__(self, provider: Any = None, *, stages: str | None = None) -> None:
         self.provider = provider
         self.enabled = provider is not None
         self.tracer = provider.get_tracer("tunegate") if provider else trace.NoOpTracer()
+        stages = (stages or os.environ.get("TUNEGATE_TRACE_STAGES") or "events").strip().lower()
+        if stages not in ("events", "spans"):
+            raise ValueError(f"TUNEGATE_TRACE_STAGES must be events or spans, not {stages!r}")
+        self.all_spans = stages == "spans"
 
     @classmethod
     def from_env(cls) -> Tracing:
@@ -87,14 +105,29 @@ class Tracing:
         if self.provider is not None:
             self.provider.shutdown()  # flushes what the batch processor still holds
 
+    def _recording(self) -> Span | None:
+        span = _request_span.get() if self.enabled else None
+        return span if span is not None and span.is_recording() else None
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """A child span of the current request span around a block (nothing when off)."""
-        ctx = _request_ctx.get() if self.enabled else None
-        if ctx is None:
+        """A stage of the current request: a child span, or an event with its duration."""
+        root = self._recording()
+        if root is None:
             yield
             return
-        span = self.tracer.start_span(name, context=ctx)
+        if not self.all_spans and name not in SPAN_STAGES:
+            start = time.time_ns()
+            failed = None
+            try:
+                yield
+            except BaseException as exc:
+                failed = type(exc).__name__
+                raise
+            finally:
+                self._event(root, name, start, failed)
+            return
+        span = self.tracer.start_span(name, context=_request_ctx.get())
         try:
             yield
         except BaseException as exc:
@@ -103,12 +136,28 @@ class Tracing:
         finally:
             span.end()
 
+    @staticmethod
+    def _event(root: Span, name: str, start: int, failed: str | None = None) -> None:
+        attrs: dict[str, Any] = {"tunegate.duration_ms": (time.time_ns() - start) / 1e6}
+        if failed:
+            attrs["error.type"] = failed
+        root.add_event(name, attrs, timestamp=start)
+
     def record(self, name: str, start_ns: int, end_ns: int | None = None, **attrs: Any) -> None:
-        """A finished child span with given times (for stages that straddle stream chunks)."""
-        ctx = _request_ctx.get() if self.enabled else None
-        if ctx is None:
+        """A finished stage with given times (for stages that straddle stream chunks)."""
+        root = self._recording()
+        if root is None:
             return
-        span = self.tracer.start_span(name, context=ctx, start_time=start_ns, attributes=attrs)
+        if not self.all_spans and name not in SPAN_STAGES:
+            root.add_event(
+                name,
+                {**attrs, "tunegate.duration_ms": ((end_ns or time.time_ns()) - start_ns) / 1e6},
+                timestamp=start_ns,
+            )
+            return
+        span = self.tracer.start_span(
+            name, context=_request_ctx.get(), start_time=start_ns, attributes=attrs
+        )
         span.end(end_time=end_ns or time.time_ns())
 
     def trace_headers(self) -> dict[str, str] | None:
@@ -153,6 +202,7 @@ class TracingMiddleware:
             },
         )
         token = _request_ctx.set(trace.set_span_in_context(span, parent))
+        span_token = _request_span.set(span)
         status = 500
 
         async def send_status(message: Any) -> None:
@@ -168,6 +218,7 @@ class TracingMiddleware:
             raise
         finally:
             _request_ctx.reset(token)
+            _request_span.reset(span_token)
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))

@@ -65,6 +65,25 @@ class Store(Protocol):
 
     async def slots_in_use(self, tenant: str) -> int: ...
 
+    async def admit(
+        self,
+        tenant: str,
+        limit: int | None,
+        slot: str,
+        lease_s: float,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+    ) -> tuple[bool, RateDecision | None]:
+        """A concurrency slot (when `limit`) and the rate buckets in one atomic step: (False,
+        None) when no slot is free; else True and the rate decision (None with no rate limits).
+        A refused rate decision leaves no slot behind."""
+        ...
+
+    async def finish(self, tenant: str, slot: str | None, tpm: int | None, refund: int) -> None:
+        """Release the slot and give back unused reserved tokens, in one step."""
+        ...
+
     async def publish(self, event: dict[str, str]) -> int:
         """Announce a change to every replica; returns the new state version."""
         ...

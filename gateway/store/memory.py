@@ -152,6 +152,31 @@ class MemoryStore:
     async def release_slot(self, tenant: str, slot: str) -> None:
         self._slots[tenant].pop(slot, None)
 
+    async def admit(
+        self,
+        tenant: str,
+        limit: int | None,
+        slot: str,
+        lease_s: float,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+    ) -> tuple[bool, RateDecision | None]:
+        if limit is not None and not await self.acquire_slot(tenant, limit, slot, lease_s):
+            return False, None
+        if rpm is None and tpm is None:
+            return True, None
+        decision = await self.take(tenant, rpm, tpm, tokens)
+        if not decision.allowed and limit is not None:
+            await self.release_slot(tenant, slot)
+        return True, decision
+
+    async def finish(self, tenant: str, slot: str | None, tpm: int | None, refund: int) -> None:
+        if slot is not None:
+            await self.release_slot(tenant, slot)
+        if tpm is not None and refund > 0:
+            await self.refund_tokens(tenant, tpm, refund)
+
     async def slots_in_use(self, tenant: str) -> int:
         return len(self._live_slots(tenant))
 

@@ -12,7 +12,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.store.redis_lua import ACQUIRE_SLOT, REFUND, TAKE
+from gateway.store.redis_lua import ACQUIRE_SLOT, ADMIT, FINISH, REFUND, TAKE
 from gateway.store.types import (
     BindingChange,
     RateDecision,
@@ -44,6 +44,8 @@ class RedisStore:
         self._take = self._r.register_script(TAKE)
         self._refund = self._r.register_script(REFUND)
         self._acquire = self._r.register_script(ACQUIRE_SLOT)
+        self._admit = self._r.register_script(ADMIT)
+        self._finish = self._r.register_script(FINISH)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -172,6 +174,39 @@ class RedisStore:
     ) -> RateDecision:
         keys = [self._k("rl", tenant, "req"), self._k("rl", tenant, "tok")]
         allowed, wait, rl, tl = await self._op(self._take(keys, [rpm or 0, tpm or 0, tokens]))
+        return self._decision(rpm, tpm, allowed, wait, rl, tl)
+
+    async def admit(
+        self,
+        tenant: str,
+        limit: int | None,
+        slot: str,
+        lease_s: float,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+    ) -> tuple[bool, RateDecision | None]:
+        keys = [
+            self._k("slots", tenant),
+            self._k("rl", tenant, "req"),
+            self._k("rl", tenant, "tok"),
+        ]
+        args = [limit or 0, slot, max(1, int(lease_s * 1000)), rpm or 0, tpm or 0, tokens]
+        got, allowed, wait, rl, tl = await self._op(self._admit(keys, args))
+        if not got:
+            return False, None
+        if not rpm and not tpm:
+            return True, None
+        return True, self._decision(rpm, tpm, allowed, wait, rl, tl)
+
+    async def finish(self, tenant: str, slot: str | None, tpm: int | None, refund: int) -> None:
+        keys = [self._k("slots", tenant), self._k("rl", tenant, "tok")]
+        await self._op(self._finish(keys, [slot or "", tpm or 0, max(0, refund)]))
+
+    @staticmethod
+    def _decision(
+        rpm: int | None, tpm: int | None, allowed: Any, wait: Any, rl: Any, tl: Any
+    ) -> RateDecision:
         wait_s, req_level, tok_level = float(wait), float(rl), float(tl)
         return RateDecision(
             allowed=bool(allowed),

@@ -20,6 +20,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.api import create_app
@@ -60,18 +61,22 @@ def exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def obs(tmp_path: Path, exporter: InMemorySpanExporter) -> AsyncIterator[httpx.AsyncClient]:
+async def obs(
+    request: pytest.FixtureRequest, tmp_path: Path, exporter: InMemorySpanExporter
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = write_config(tmp_path)
     (settings.policies_dir / "tenants.yaml").write_text(POLICY)
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=getattr(request, "param", {}).get("sampler"))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     engine = EchoEngine()
-    app = create_app(settings, engine=engine, tracing=Tracing(provider))
+    stages = getattr(request, "param", {}).get("stages")
+    app = create_app(settings, engine=engine, tracing=Tracing(provider, stages=stages))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
     ):
         c.engine = engine  # type: ignore[attr-defined]
+        c.stages = stages or "events"  # type: ignore[attr-defined]
         yield c
 
 
@@ -216,6 +221,11 @@ def test_metrics_add_up_across_worker_processes(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+QUICK_STAGES = {"auth", "policy", "input_safety", "resolve", "prepare", "admit", "postprocess"}
+WAITING_STAGES = {"engine_queue", "generate", "audit"}
+
+
+@pytest.mark.parametrize("obs", [{"stages": "spans"}, {}], ids=["spans", "events"], indirect=True)
 async def test_stage_spans_under_the_clients_traceparent(obs, exporter):
     headers = {**auth(), "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
     r = await obs.post(
@@ -240,9 +250,15 @@ async def test_stage_spans_under_the_clients_traceparent(obs, exporter):
         s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id
     ]
     names = {s.name for s in children}
-    expected = {"auth", "policy", "input_safety", "resolve", "prepare", "admit"}
-    expected |= {"engine_queue", "generate", "postprocess", "audit"}
-    assert expected <= names, names
+    events = {e.name: e for e in root.events}
+    if obs.stages == "spans":  # every stage a child span
+        assert names >= QUICK_STAGES | WAITING_STAGES, names
+    else:  # quick stages are events on the request span, with their durations
+        assert names >= WAITING_STAGES and not names & QUICK_STAGES, names
+        assert set(events) >= QUICK_STAGES, events
+        for e in events.values():
+            assert e.attributes["tunegate.duration_ms"] >= 0
+            assert root.start_time <= e.timestamp <= root.end_time
     assert all(s.context.trace_id == root.context.trace_id for s in children)
     assert all(s.start_time <= s.end_time for s in children)
     text = json.dumps([dict(s.attributes) for s in spans])
@@ -263,10 +279,20 @@ async def test_streamed_request_has_its_spans_and_engine_gets_the_trace_context(
     (root,) = [s for s in spans if s.name == "text_completion legal"]
     assert root.parent.span_id == int(PARENT_ID, 16)
     children = {s.name for s in spans if s.parent and s.parent.span_id == root.context.span_id}
-    assert {"engine_queue", "generate", "postprocess", "audit"} <= children
+    assert children >= WAITING_STAGES
+    assert "postprocess" in {e.name for e in root.events}
     # The engine request carries the W3C context of this request's span (for remote engines).
     sent = obs.engine.requests[-1].trace_headers
     assert sent["traceparent"].startswith(f"00-{TRACE_ID}-{root.context.span_id:016x}-")
+
+
+@pytest.mark.parametrize(
+    "obs", [{"sampler": ParentBased(TraceIdRatioBased(0.0))}], ids=["dropped"], indirect=True
+)
+async def test_a_request_the_sampler_drops_records_no_spans(obs, exporter):
+    r = await obs.post("/v1/chat/completions", json=chat(max_tokens=4), headers=auth())
+    assert r.status_code == 200
+    assert exporter.get_finished_spans() == ()
 
 
 async def test_tracing_is_off_by_default(client, engine):

@@ -115,6 +115,34 @@ async def test_slot_leases_expire(store):
     assert await store.acquire_slot("acme", 1, "next", 60)
 
 
+async def test_admit_takes_a_slot_and_the_buckets_in_one_step(store):
+    got, d = await store.admit("acme", 2, "r1", 60, 2, 100, 40)
+    assert got and d.allowed and d.remaining_requests == 1 and d.remaining_tokens == 60
+    got, d = await store.admit("acme", 2, "r2", 60, 2, 100, 40)
+    assert got and d.allowed and d.remaining_tokens == 20
+    # no slot free: refused before the buckets are touched
+    got, d = await store.admit("acme", 2, "r3", 60, 2, 100, 10)
+    assert (got, d) == (False, None)
+    await store.finish("acme", "r1", 100, 30)  # slot back, 30 of r1's 40 tokens back
+    assert await store.slots_in_use("acme") == 1
+    # a slot is free now but the request bucket is empty: refused, and no slot kept
+    got, d = await store.admit("acme", 2, "r4", 60, 2, 100, 10)
+    assert got and not d.allowed and d.retry_after >= 1
+    assert await store.slots_in_use("acme") == 1
+    assert (await store.take("acme", None, 100, 50)).allowed  # 20 + 30 refunded
+    await store.finish("acme", "r2", 100, 0)
+    assert await store.slots_in_use("acme") == 0
+
+
+async def test_admit_without_rate_limits_or_slots(store):
+    assert await store.admit("acme", 1, "r1", 60, None, None, 0) == (True, None)
+    assert await store.admit("acme", 1, "r2", 60, None, None, 0) == (False, None)
+    await store.finish("acme", "r1", None, 0)
+    got, d = await store.admit("acme", None, "", 60, 1, None, 0)
+    assert got and d.allowed and await store.slots_in_use("acme") == 0
+    await store.finish("acme", None, None, 0)  # nothing to give back: harmless
+
+
 async def test_publish_reaches_subscribers_and_bumps_version(store):
     v0 = await store.version()
     received = []
@@ -147,6 +175,7 @@ async def test_redis_keys_have_ttls(redis_server):
     s = RedisStore(redis_server.url, prefix="ttl:")
     await s.take("acme", 5, 100, 10)
     await s.acquire_slot("acme", 1, "r1", 30)
+    await s.admit("other", 1, "r1", 30, 5, 100, 10)
     import redis.asyncio as aioredis
 
     r = aioredis.Redis.from_url(redis_server.url)
