@@ -22,7 +22,6 @@ from gateway.errors import (
     EngineUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
-    OverloadedError,
     ServerError,
 )
 from gateway.limits import Admission, Limiter
@@ -152,6 +151,7 @@ class Gateway:
         self._stage_hist: dict[str, Any] = {}
         self.inflight: Counter[str] = Counter()
         self.active = 0  # admitted requests not yet finished
+        self.entered = 0  # completion requests inside the app (InflightGate)
         self.max_inflight = 512
         self.first_token_timeout_s = 60.0
         self.request_timeout_s = 600.0
@@ -415,14 +415,9 @@ class Gateway:
         )
 
     async def admit(self, principal: Principal, request: EngineRequest) -> Admission:
-        """A place among the requests in flight (bounded: beyond it a fast 503), then the
-        tenant's limits."""
+        """The tenant's limits (the bound on all requests in flight is kept at the door, by
+        `InflightGate`)."""
         with self.stage("admit"):
-            if self.active >= self.max_inflight:
-                self.metrics.rate_limited.labels(principal.tenant.name, "overloaded").inc()
-                raise OverloadedError(
-                    "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
-                )
             self.active += 1
             tokens = len(request.prompt_token_ids) + request.max_tokens
             try:

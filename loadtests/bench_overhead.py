@@ -13,6 +13,8 @@ median over rounds.
 1. added p50/p99 latency (target minus direct, paired per round) at 1 and 32 connections,
    non-streamed chat, upstream 0 ms and 50 ms;
 2. peak requests/s with p99 < 50 ms and no errors, ramping 1..64 connections (upstream 0 ms);
+   and at twice the most the gateway served in the ramp (open loop, fixed arrival rate), its
+   goodput and how fast the excess is refused (429/503);
 3. streaming: time to first token and mean gap between chunks at 1 and 64 concurrent streams;
 4. CPU microseconds per request in the gateway's process tree against the bare relay's.
 
@@ -47,6 +49,8 @@ import litellm_env  # a sibling script, not a package module
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "tg-bench-key-loopback"  # the bench tenant's key at the gateway
+PLAIN_KEY = "tg-bench-plain-loopback"  # a tenant without output safety rules
+OVERLOAD_INFLIGHT = 96  # TUNEGATE_MAX_INFLIGHT of gw0, above the ramp's 64 connections
 UPSTREAM_KEY = "tg-bench-upstream-loopback"  # the mock servers' key
 MASTER_KEY = "sk-bench-master-loopback"  # LiteLLM's master key
 PROMPT = "My order has not arrived yet. What should I do?"
@@ -78,6 +82,12 @@ tenants:
     keys: [{{id: b1, sha256: {sha}}}]
     tunes: [support, legal, extract]
     default_tune: support
+  - name: bench-plain  # no output rules: nothing is held back mid-stream
+    keys: [{{id: p1, sha256: {plain_sha}}}]
+    tunes: [support, legal, extract]
+    default_tune: support
+    safety:
+      output: []
 """
 
 
@@ -90,10 +100,19 @@ class Profile:
     stream_s: float  # one streaming run
     cpu_requests: int  # requests per CPU reading
     cpu_conc: int = 8
+    overload_s: float = 4.0  # one open-loop run at twice the peak rate
 
 
 FULL = Profile(rounds=3, ramp=RAMP, ramp_s=2.0, delay_s=3.0, stream_s=2.5, cpu_requests=1000)
-QUICK = Profile(rounds=1, ramp=(1, 8, 32), ramp_s=0.3, delay_s=0.6, stream_s=0.8, cpu_requests=100)
+QUICK = Profile(
+    rounds=1,
+    ramp=(1, 8, 32),
+    ramp_s=0.3,
+    delay_s=0.6,
+    stream_s=0.8,
+    cpu_requests=100,
+    overload_s=2.0,
+)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -476,6 +495,7 @@ async def measure(
     gw0: Target = env["gw0"]  # type: ignore[assignment]
     gw50: Target = env["gw50"]  # type: ignore[assignment]
     gwg: Target = env["gwg"]  # type: ignore[assignment]
+    gwg_plain: Target = env["gwg_plain"]  # type: ignore[assignment]
     ll0: Target | None = env.get("ll0")  # type: ignore[assignment]
     ll50: Target | None = env.get("ll50")  # type: ignore[assignment]
     out: dict[str, object] = {}
@@ -509,6 +529,7 @@ async def measure(
             )
         )
     peak: dict[str, tuple[float, int]] = {}
+    saturation: dict[str, float] = {}  # the most req/s a run reached without errors
     for (name, conc), runs in ramp.items():
         for r in runs:
             if r.errors:
@@ -517,6 +538,8 @@ async def measure(
         ok = p99 < P99_LIMIT_MS and not any(r.errors for r in runs)
         if ok and rps > peak.get(name, (0.0, 0))[0]:
             peak[name] = (rps, conc)
+        if not any(r.errors for r in runs):
+            saturation[name] = max(saturation.get(name, 0.0), rps)
     out["peak"] = peak
 
     latency: dict[tuple[int, int], dict[str, dict[str, float]]] = {}
@@ -562,10 +585,11 @@ async def measure(
     # 3 streaming
     streams: dict[int, dict[str, dict[str, float]]] = {}
     for conc in (1, 64):
-        sr: dict[str, list[StreamRun]] = {"direct": [], "gateway": []}
+        sr: dict[str, list[StreamRun]] = {"direct": [], "gateway": [], "plain": []}
         for _ in range(prof.rounds):
             sr["direct"].append(await stream_loop(directg, conc, prof.stream_s))
             sr["gateway"].append(await stream_loop(gwg, conc, prof.stream_s))
+            sr["plain"].append(await stream_loop(gwg_plain, conc, prof.stream_s))
         streams[conc] = {
             n: {
                 "ttft": med([med(r.ttft_ms) for r in rs]),
@@ -578,12 +602,13 @@ async def measure(
             for n, rs in sr.items()
         }
         streams[conc]["added_ttft"] = {
-            "ms": med(
+            name: med(
                 [
                     med(g.ttft_ms) - med(d.ttft_ms)
-                    for g, d in zip(sr["gateway"], sr["direct"], strict=True)
+                    for g, d in zip(sr[who], sr["direct"], strict=True)
                 ]
             )
+            for name, who in (("ms", "gateway"), ("plain_ms", "plain"))
         }
         for n, rs in sr.items():
             if any(r.errors for r in rs):
@@ -615,8 +640,92 @@ async def measure(
     for n, v in out["cpu"].items():  # type: ignore[union-attr]
         if v["errors"]:
             errors.append(f"{n} CPU runs: {v['errors']:.0f} errors (median)")
+    # 5 overload: an open loop at twice the most the gateway served in the ramp (its saturation)
+    base_rps = saturation.get("gateway", 0.0)
+    if base_rps > 0:
+        runs = []
+        for _ in range(prof.rounds):
+            runs.append(await open_loop(gw0, 2 * base_rps, prof.overload_s))
+        out["overload"] = {
+            "saturation": base_rps,
+            "offered": 2 * base_rps,
+            "sent": med([r.sent_rps for r in runs]),
+            "goodput": med([r.goodput for r in runs]),
+            "ok_p50": med([pct(r.ok_ms, 50) for r in runs]),
+            "ok_p99": med([pct(r.ok_ms, 99) for r in runs]),
+            "rejected": med([float(len(r.rejected_ms)) / r.seconds for r in runs]),
+            "reject_p99": med([pct(r.rejected_ms, 99) for r in runs]),
+            "statuses": runs[-1].statuses,
+            "failed": float(sum(r.failed for r in runs)),
+        }
+        log(
+            f"overload at {2 * base_rps:.0f} req/s: goodput "
+            f"{out['overload']['goodput']:.0f} req/s, rejected "  # type: ignore[index]
+            f"{out['overload']['rejected']:.0f} req/s"  # type: ignore[index]
+        )
     out["errors"] = errors
     return out
+
+
+@dataclass
+class OpenRun:
+    seconds: float  # first request sent to last answer in
+    sent_rps: float
+    ok_ms: list[float]
+    rejected_ms: list[float]  # 429 and 503 answers
+    failed: int  # anything else: errors, timeouts, 5xx other than 503
+    statuses: dict[int, int]
+
+    @property
+    def goodput(self) -> float:
+        return len(self.ok_ms) / self.seconds
+
+
+async def open_loop(t: Target, rate: float, seconds: float) -> OpenRun:
+    """Requests at a fixed arrival rate (not waiting for answers), for `seconds`; each one's
+    status and latency. Goodput is the 200s over the time from the first request sent to the
+    last answer in, so a backlog served late does not count as throughput."""
+    body, headers = t.body(), t.headers
+    ok: list[float] = []
+    rejected: list[float] = []
+    statuses: dict[int, int] = {}
+    failed = 0
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1024, limit_per_host=1024),
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as s:
+
+        async def once() -> None:
+            nonlocal failed
+            t0 = time.perf_counter()
+            try:
+                async with s.post(t.url, data=body, headers=headers) as r:
+                    await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                failed += 1
+                return
+            ms = (time.perf_counter() - t0) * 1000
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                ok.append(ms)
+            elif status in (429, 503):
+                rejected.append(ms)
+            else:
+                failed += 1
+
+        tasks = []
+        start = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(once()))
+        sent_s = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+        total_s = time.perf_counter() - start
+    return OpenRun(total_s, n / sent_s if sent_s else 0.0, ok, rejected, failed, statuses)
 
 
 def report(
@@ -690,6 +799,13 @@ def report(
             f"{signed(s['added_ttft']['ms'])} ms added",
         )
         row(
+            f"stream TTFT ms, {streams_of(conc)}, a tenant without output rules",
+            fmt(s["plain"]["ttft"], 2),
+            fmt(d["ttft"], 2),
+            "",
+            f"{signed(s['added_ttft']['plain_ms'])} ms added",
+        )
+        row(
             f"stream gap between chunks ms, mean (median), {streams_of(conc)}",
             f"{fmt(g['gap'], 2)} ({fmt(g['gap_med'], 2)})",
             f"{fmt(d['gap'], 2)} ({fmt(d['gap_med'], 2)})",
@@ -707,6 +823,21 @@ def report(
         fmt(lcpu, 0),
         f"{ratio(gcpu, bcpu)} gw/bare" + (f", {ratio(gcpu, lcpu)} gw/LiteLLM" if with_ll else ""),
     )
+    over = res.get("overload")
+    if over:
+        st = ", ".join(f"{k}: {v}" for k, v in sorted(over["statuses"].items()))  # type: ignore[index, union-attr]
+        row(
+            f"at 2x saturation ({over['offered']:.0f} req/s offered, "  # type: ignore[index]
+            f"{over['sent']:.0f} sent): goodput req/s; p50/p99 ms of 200s; rejections/s, their p99 ms ({st}; "
+            f"max in flight {OVERLOAD_INFLIGHT})",
+            f"{over['goodput']:.0f}; {over['ok_p50']:.0f}/{over['ok_p99']:.0f}; "  # type: ignore[index]
+            f"{over['rejected']:.0f}, {over['reject_p99']:.1f} ms",  # type: ignore[index]
+            "",
+            "",
+            f"{ratio(over['goodput'], over['saturation'])} goodput/saturation "  # type: ignore[index]
+            f"({over['saturation']:.0f} req/s), "  # type: ignore[index]
+            f"{over['failed']:.0f} failed",  # type: ignore[index]
+        )
     redis_us = cpu["gateway"].get("redis", math.nan)  # type: ignore[union-attr]
     lines += [
         "",
@@ -764,14 +895,24 @@ def report(
         s = streams.get(conc)  # type: ignore[union-attr]
         if not s:
             continue
-        a = s["added_ttft"]["ms"]
+        a, b = s["added_ttft"]["ms"], s["added_ttft"]["plain_ms"]
         lines.append(
-            f"| added TTFT ≤ 2 ms ({streams_of(conc)}) | {signed(a)} ms | {verdict(le(a, 2.0))} |"
+            f"| added TTFT ≤ 2 ms ({streams_of(conc)}) | {signed(a)} ms with output rules, "
+            f"{signed(b)} ms without | {verdict(le(a, 2.0))} with, {verdict(le(b, 2.0))} without |"
         )
     lines.append(
         f"| CPU per request ≤ 2x bare relay | {ratio(gcpu, bcpu)}x "
         f"| {verdict(le(gcpu, 2 * bcpu))} |"
     )
+    if over:
+        fast = over["reject_p99"] <= P99_LIMIT_MS or not over["rejected"]  # type: ignore[index, operator]
+        good = over["goodput"] >= 0.9 * over["saturation"] and not over["failed"]  # type: ignore[index, operator]
+        lines.append(
+            f"| at 2x the saturating load, goodput ≥ 0.9x peak, rejections fast 429/503s "
+            f"| {ratio(over['goodput'], over['saturation'])}x, rejections p99 "  # type: ignore[index]
+            f"{over['reject_p99']:.1f} ms, {over['failed']:.0f} failed "  # type: ignore[index]
+            f"| {verdict(good and fast)} |"
+        )
     return "\n".join(lines)
 
 
@@ -814,7 +955,9 @@ def main() -> None:
         (tmp / "policies").mkdir()
         from gateway.auth import hash_key
 
-        (tmp / "policies" / "tenants.yaml").write_text(TENANTS.format(sha=hash_key(KEY)))
+        (tmp / "policies" / "tenants.yaml").write_text(
+            TENANTS.format(sha=hash_key(KEY), plain_sha=hash_key(PLAIN_KEY))
+        )
         procs = Processes(tmp)
         try:
             log("starting upstreams, redis, gateways, bare relay")
@@ -823,8 +966,11 @@ def main() -> None:
             mockg = start_mock(procs, "mockgap", gap_ms=20)
             sink = start_mock(procs, "otlp-sink")  # takes the gateways' spans, off the hot path
             redis_url, redis = start_redis(procs)
+            overload = {"TUNEGATE_MAX_INFLIGHT": str(OVERLOAD_INFLIGHT)}
             gws = {
-                name: start_gateway(procs, tmp, name, up, redis_url, sink)
+                name: start_gateway(
+                    procs, tmp, name, up, redis_url, sink, overload if name == "gw0" else None
+                )
                 for name, up in (("gw0", mock0), ("gw50", mock50), ("gwg", mockg))
             }
             bare_port = free_port()
@@ -848,6 +994,7 @@ def main() -> None:
             env["direct0"] = Target(f"{mock0}/v1/chat/completions", UPSTREAM_KEY, models["0"])
             env["direct50"] = Target(f"{mock50}/v1/chat/completions", UPSTREAM_KEY, models["50"])
             env["directg"] = Target(f"{mockg}/v1/chat/completions", UPSTREAM_KEY, models["g"])
+            env["gwg_plain"] = Target(env["gwg"].url, PLAIN_KEY, "support")  # type: ignore[attr-defined]
             bare_model = models["0"]
             env["bare"] = Target(f"{bare_url}/v1/chat/completions", "unused", bare_model)
             pids = {"gw0": gws["gw0"][1].pid, "bare": bare.pid, "redis": redis.pid}

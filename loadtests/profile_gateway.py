@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--conc", type=int, default=8)
     ap.add_argument("--py-spy", default=None, help="write collapsed stacks here")
+    ap.add_argument("--cprofile", default=None, help="run the gateway under cProfile, stats here")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
     args = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env)
@@ -48,6 +50,15 @@ def main() -> None:
             mock = bo.start_mock(procs, "mock0")
             sink = bo.start_mock(procs, "otlp-sink")
             redis_url, _ = bo.start_redis(procs)
+            if args.cprofile:  # the gateway's command, under cProfile (stats written at exit)
+                start = procs.start
+
+                def under_cprofile(name, cmd, env=None):  # type: ignore[no-untyped-def]
+                    if name == "gw":
+                        cmd = [cmd[0], "-m", "cProfile", "-o", args.cprofile, *cmd[1:]]
+                    return start(name, cmd, env)
+
+                procs.start = under_cprofile  # type: ignore[method-assign]
             url, gw = bo.start_gateway(procs, tmp, "gw", mock, redis_url, sink, extra)
             procs.wait_http(gw, f"{url}/readyz", 180)
             t = bo.Target(f"{url}/v1/chat/completions", bo.KEY, "support")
@@ -83,6 +94,8 @@ def main() -> None:
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(timeout=30)
+            gw.send_signal(signal.SIGINT)  # first, while its span sink answers: a clean exit
+            gw.wait(timeout=60)
             print(
                 f"CPU {cpu['us']:.0f} us/request at {args.conc} conn "
                 f"(user {(u1 - u0) / n * 1e6:.0f}, system {(s1 - s0) / n * 1e6:.0f}; "
@@ -91,6 +104,8 @@ def main() -> None:
             )
         finally:
             procs.stop_all()
+            if args.cprofile and not Path(args.cprofile).exists():
+                print((tmp / "gw.log").read_text(errors="replace")[-2000:])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from gateway.api.admin_routes import router as admin_router
 from gateway.api.errors import install_error_handlers
-from gateway.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from gateway.api.middleware import BodyLimitMiddleware, InflightGate, RequestIdMiddleware
 from gateway.api.openai_routes import router as openai_router
 from gateway.api.ops_routes import router as ops_router
 from gateway.api.rollout_routes import router as rollout_router
@@ -227,5 +227,6 @@ def create_app(
     app.include_router(admin_router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(TracingMiddleware, tracing=tracing)  # inside: the request id is set
+    app.add_middleware(InflightGate, gateway=gateway)  # refusals at the door: no span, no body
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids and the request-body limit."""
+"""Pure ASGI middleware: request ids, the bound on requests in flight, the request-body limit."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError
+from gateway.errors import (
+    HeadersTooLargeError,
+    InvalidRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+)
 from gateway.observability.logs import request_id_var
 
-__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "send_error"]
+__all__ = ["BodyLimitMiddleware", "InflightGate", "RequestIdMiddleware", "send_error"]
 
 ASGIApp = Any
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
@@ -27,6 +32,7 @@ async def send_error(send: Any, exc: Any) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()),
             ],
         }
     )
@@ -62,6 +68,44 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class InflightGate:
+    """Completion requests beyond the gateway's bound (`TUNEGATE_MAX_INFLIGHT`) get a 503
+    `overloaded` at the door, before the body is read, the key checked or anything tokenized:
+    under overload a refusal costs a small part of what an answer does, so the gateway keeps
+    serving its capacity and the excess is told at once. Each refusal is still counted and
+    audited like any other answer."""
+
+    ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+
+    def __init__(self, app: ASGIApp, gateway: Any) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        route = self.ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        gw = self.gateway
+        if gw.entered >= gw.max_inflight:
+            from gateway.api.tracker import Tracker
+
+            exc = OverloadedError(
+                "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
+            )
+            gw.metrics.rate_limited.labels("", "overloaded").inc()
+            Tracker(gw, route, scope.get("state", {}).get("request_id", "")).done(
+                exc.status, code="overloaded"
+            )
+            await send_error(send, exc)
+            return
+        gw.entered += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gw.entered -= 1
 
 
 MAX_HEADERS = 100

@@ -444,25 +444,35 @@ class RemoteVLLMPool(RendersPrompts):
             prompt_tokens = len(request.prompt_token_ids)
             completion = 0
             finished = False
-            async for line in response.content:
-                if not line.startswith(b"data: "):
-                    continue
-                payload = line[6:].strip()
-                if payload == b"[DONE]":
-                    continue  # read on to the end, so the connection goes back to the pool
-                event = orjson.loads(payload)
-                if "error" in event:
-                    raise UpstreamError(_message(event, "The engine server failed mid-answer."))
-                usage = event.get("usage")
-                if usage:
-                    prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
-                    completion = usage.get("completion_tokens", completion)
-                for choice in event.get("choices") or ():
-                    finish = choice.get("finish_reason")
-                    if finish is not None and finish not in FINISHES:
-                        raise UpstreamError(f"The engine server ended the answer ({finish}).")
-                    finished = finished or finish is not None
-                    yield Output(choice.get("text") or "", completion, prompt_tokens, finish)
+            pending = b""
+            # Whatever arrived in one read becomes one output: events that came together are
+            # relayed together, so a burst of tokens costs one pass through the pipeline.
+            async for data in response.content.iter_any():
+                *lines, pending = (pending + data).split(b"\n")
+                texts: list[str] = []
+                finish = None
+                for line in lines:
+                    if not line.startswith(b"data: "):
+                        continue
+                    payload = line[6:].strip()
+                    if payload == b"[DONE]":
+                        continue  # read on to the end, so the connection goes back to the pool
+                    event = orjson.loads(payload)
+                    if "error" in event:
+                        raise UpstreamError(_message(event, "The engine server failed mid-answer."))
+                    usage = event.get("usage")
+                    if usage:
+                        prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
+                        completion = usage.get("completion_tokens", completion)
+                    for choice in event.get("choices") or ():
+                        reason = choice.get("finish_reason")
+                        if reason is not None and reason not in FINISHES:
+                            raise UpstreamError(f"The engine server ended the answer ({reason}).")
+                        texts.append(choice.get("text") or "")
+                        finish = finish or reason
+                if texts and not finished:
+                    finished = finish is not None
+                    yield Output("".join(texts), completion, prompt_tokens, finish)
             if not finished:
                 raise UpstreamError("The engine server ended the stream before the answer did.")
             drained = True

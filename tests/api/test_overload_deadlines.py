@@ -10,8 +10,16 @@ import httpx
 import pytest
 
 from gateway.api import create_app
+from gateway.audit.file_sink import audit_files
 from gateway.engine import EngineRequest, Output
 from tests.api.conftest import EchoEngine, auth
+
+
+def records(folder):
+    import json
+
+    return [json.loads(line) for f in audit_files(folder) for line in f.read_text().splitlines()]
+
 
 BODY = {"model": "support", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -30,7 +38,7 @@ async def serve(app):
     return httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30)
 
 
-async def test_beyond_the_inflight_bound_a_fast_503(make_client):
+async def test_beyond_the_inflight_bound_a_fast_503(make_client, settings):
     engine = EchoEngine()
     gate = engine.hold()
     app = await make_client(engine, max_inflight=2)
@@ -42,13 +50,25 @@ async def test_beyond_the_inflight_bound_a_fast_503(make_client):
             await asyncio.sleep(0.01)
         r = await c.post("/v1/chat/completions", json=BODY, headers=auth())
         assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
-        assert r.headers["retry-after"] == "1"
+        assert r.headers["retry-after"] == "1" and r.headers["x-request-id"]
+        # refused at the door: before the key or the body is looked at
+        wrong = {"Authorization": "Bearer tg-wrong"}
+        r = await c.post("/v1/completions", content=b"{not json", headers=wrong)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+        assert (await c.get("/v1/models", headers=auth())).status_code == 200  # not bounded
         gate.set()
         assert [(await t).status_code for t in held] == [200, 200]
-        assert gw.active == 0
+        assert gw.active == 0 and gw.entered == 0
         assert (await c.post("/v1/chat/completions", json=BODY, headers=auth())).status_code == 200
         metrics = (await c.get("/metrics")).text
-        assert 'tunegate_rate_limited_total{reason="overloaded",tenant="acme"} 1.0' in metrics
+        assert 'tunegate_rate_limited_total{reason="overloaded",tenant=""} 2.0' in metrics
+        assert 'route="completions",status="5xx",tenant="",tune="none",version=""} 1.0' in metrics
+    # each refusal left its audit record, like every other answer
+    refused = [r for r in records(settings.audit_dir) if r["code"] == "overloaded"]
+    assert [(r["route"], r["status"], r["tenant"]) for r in refused] == [
+        ("chat", 503, None),
+        ("completions", 503, None),
+    ]
 
 
 def stuck(engine: EchoEngine, cancelled: list[str], delay: float | None = None) -> None:

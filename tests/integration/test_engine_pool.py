@@ -197,7 +197,7 @@ async def test_never_retried_once_streaming_has_begun(servers, make_pool):
     with pytest.raises(UpstreamError):
         async for out in pool.stream(request(None)):
             got.append(out.text)
-    assert got == [" w0", " w1"]
+    assert "".join(got) == " w0 w1"  # events that arrive together may come as one output
     assert sum(len(s.mock.served) for s in servers) == before + 1
 
 
