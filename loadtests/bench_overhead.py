@@ -828,8 +828,8 @@ def report(
         st = ", ".join(f"{k}: {v}" for k, v in sorted(over["statuses"].items()))  # type: ignore[index, union-attr]
         row(
             f"at 2x saturation ({over['offered']:.0f} req/s offered, "  # type: ignore[index]
-            f"{over['sent']:.0f} sent): goodput req/s; p50/p99 ms of 200s; rejections/s, their p99 ms ({st}; "
-            f"max in flight {OVERLOAD_INFLIGHT})",
+            f"{over['sent']:.0f} sent): goodput req/s; p50/p99 ms of 200s; "
+            f"rejections/s, their p99 ms ({st}; max in flight {OVERLOAD_INFLIGHT})",
             f"{over['goodput']:.0f}; {over['ok_p50']:.0f}/{over['ok_p99']:.0f}; "  # type: ignore[index]
             f"{over['rejected']:.0f}, {over['reject_p99']:.1f} ms",  # type: ignore[index]
             "",
