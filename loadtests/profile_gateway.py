@@ -44,7 +44,9 @@ def main() -> None:
         (tmp / "policies").mkdir()
         from gateway.auth import hash_key
 
-        (tmp / "policies" / "tenants.yaml").write_text(bo.TENANTS.format(sha=hash_key(bo.KEY)))
+        (tmp / "policies" / "tenants.yaml").write_text(
+            bo.TENANTS.format(sha=hash_key(bo.KEY), plain_sha=hash_key(bo.PLAIN_KEY))
+        )
         procs = bo.Processes(tmp)
         try:
             mock = bo.start_mock(procs, "mock0")

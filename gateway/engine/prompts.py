@@ -14,6 +14,9 @@ class PromptRenderer:
 
     def __init__(self, tokenizer: Any) -> None:
         self._tok = tokenizer
+        # The fast tokenizer's Rust backend, called directly: the same ids without the Python
+        # layers (and the batch call) the transformers wrapper puts around it.
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
 
     @classmethod
     def from_pretrained(cls, path: Path) -> PromptRenderer:
@@ -26,6 +29,8 @@ class PromptRenderer:
         return self.encode(text)
 
     def encode(self, text: str) -> list[int]:
+        if self._backend is not None:
+            return self._backend.encode(text, add_special_tokens=False).ids
         return list(self._tok.encode(text, add_special_tokens=False))
 
     @property
