@@ -35,9 +35,12 @@ def main() -> None:
     ap.add_argument("--conc", type=int, default=8)
     ap.add_argument("--py-spy", default=None, help="write collapsed stacks here")
     ap.add_argument("--cprofile", default=None, help="run the gateway under cProfile, stats here")
+    ap.add_argument("--root", default=None, help="run the gateway from this checkout (A/B)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
     args = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env)
+    if args.root:  # `python -m gateway` from there imports that checkout's gateway package
+        bo.ROOT = Path(args.root).resolve()
 
     with tempfile.TemporaryDirectory(prefix="tg-prof-") as tmp_name:
         tmp = Path(tmp_name)
