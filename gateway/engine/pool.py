@@ -32,7 +32,13 @@ import orjson
 
 from gateway.engine.prompts import PromptRenderer, RendersPrompts
 from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
-from gateway.errors import EngineUnavailableError, GatewayError, InvalidRequestError, ServerError
+from gateway.errors import (
+    DeadlineError,
+    EngineUnavailableError,
+    GatewayError,
+    InvalidRequestError,
+    ServerError,
+)
 from gateway.settings import EngineSettings
 
 __all__ = ["RemoteVLLMPool", "UpstreamError"]
@@ -359,6 +365,7 @@ class RemoteVLLMPool(RendersPrompts):
 
     async def _generate(self, request: EngineRequest) -> AsyncIterator[Output]:
         tried: set[str] = set()
+        failures: list[str] = []
         for attempt in range(2):
             try:
                 server = await self._pick(request.adapter, tried)
@@ -375,6 +382,7 @@ class RemoteVLLMPool(RendersPrompts):
                     yield out
                 return
             except _Retry as exc:
+                failures.append(exc.reason)
                 if exc.unhealthy:
                     server.healthy = False
                 if exc.reason == "adapter missing":
@@ -382,6 +390,11 @@ class RemoteVLLMPool(RendersPrompts):
                 if started or attempt == 1:
                     break
                 self.on_retry(exc.reason)
+        if failures and all(f == "connect: timeout" for f in failures):
+            raise DeadlineError(
+                "No engine server accepted the connection within "
+                f"{self.settings.pool_connect_timeout_s:g} s; the request was not started."
+            )
         raise EngineUnavailableError(
             "No engine server could take the request; try again shortly.",
             headers={"Retry-After": "2"},
@@ -434,10 +447,10 @@ class RemoteVLLMPool(RendersPrompts):
                     headers=headers,
                     timeout=timeout,
                 )
+            except TimeoutError:  # aiohttp's connect timeouts are TimeoutErrors too
+                raise _Retry("connect: timeout", unhealthy=True) from None
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 raise _Retry(f"connect: {type(exc).__name__}", unhealthy=True) from None
-            except TimeoutError:
-                raise _Retry("connect: timeout", unhealthy=True) from None
             if response.status != 200:
                 await self._refuse(server, request, response)
             streaming = True

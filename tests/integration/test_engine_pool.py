@@ -15,7 +15,7 @@ import uvicorn
 
 from gateway.engine import Adapter, EngineRequest
 from gateway.engine.pool import RemoteVLLMPool, UpstreamError
-from gateway.errors import EngineUnavailableError, InvalidRequestError
+from gateway.errors import DeadlineError, EngineUnavailableError, InvalidRequestError
 from gateway.settings import EngineSettings
 from loadtests.mock_vllm import MockVLLM
 
@@ -279,3 +279,34 @@ async def test_adapters_the_gateway_did_not_load_are_never_evicted(servers, make
     for name in ("a", "b", "c"):
         await run(pool, request(name))
     assert {"ops-a", "ops-b"} <= set(servers[0].mock.adapters)
+
+
+async def test_a_server_that_stops_accepting_connections_is_a_504(servers, make_pool):
+    """Past the connect deadline (and its one retry) the answer is 504 deadline_exceeded."""
+    pool = await make_pool([servers[0].url], pool_connect_timeout_s=0.3)
+    await run(pool, request(None))
+    await servers[0].stop()  # its keep-alive connections close with it
+    # The same port now takes no connections: a listener whose queue is full drops new ones.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", servers[0].port))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", servers[0].port))
+        fillers.append(c)
+    try:
+        for server in pool.servers.values():
+            server.healthy = True  # as the last health round saw it
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DeadlineError) as caught:
+            async for _ in pool.stream(request(None, "late")):
+                pass
+        assert caught.value.status == 504 and caught.value.code == "deadline_exceeded"
+        assert asyncio.get_running_loop().time() - started < 3
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()
