@@ -117,6 +117,12 @@ class OverloadedError(EngineUnavailableError):
     default_code = "overloaded"
 
 
+class ShuttingDownError(EngineUnavailableError):
+    """The gateway is draining before it stops: new requests go elsewhere."""
+
+    default_code = "shutting_down"
+
+
 class DeadlineError(ServerError):
     """A deadline (first token or whole request) passed; the engine's work was cancelled."""
 

@@ -152,6 +152,7 @@ class Gateway:
         self.inflight: Counter[str] = Counter()
         self.active = 0  # admitted requests not yet finished
         self.entered = 0  # completion requests inside the app (InflightGate)
+        self.draining = False  # SIGTERM came: finish what is in flight, take nothing new
         self.max_inflight = 512
         self.first_token_timeout_s = 60.0
         self.request_timeout_s = 600.0

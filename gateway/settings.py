@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_inflight: int = Field(512, ge=1, description="requests in flight before a fast 503")
     first_token_timeout_s: float = Field(60.0, gt=0, description="504 when no output by then")
     request_timeout_s: float = Field(600.0, gt=0, description="504 when the answer takes longer")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long requests in flight may finish"
+    )
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     workers: int = Field(1, ge=1, description="uvicorn worker processes (pool engine only)")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from gateway.api.admin_routes import router as admin_router
+from gateway.api.drain import SigtermDrain
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, InflightGate, RequestIdMiddleware
 from gateway.api.openai_routes import router as openai_router
@@ -93,8 +94,10 @@ def create_app(
     store: Store | None = None,
     tracing: Tracing | None = None,
     on_stop: Callable[[], None] | None = None,
+    drain_on_sigterm: bool = False,
 ) -> FastAPI:
-    """Build the gateway app. Config files are validated here, so a bad file fails fast."""
+    """Build the gateway app. Config files are validated here, so a bad file fails fast.
+    `drain_on_sigterm` (set by `tunegate serve`): SIGTERM drains before uvicorn stops."""
     catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
 
     def reload_policy() -> PolicySet:
@@ -194,9 +197,14 @@ def create_app(
         await audit.start()
         await state.start()
         task = asyncio.create_task(start_engine())
+        drain = SigtermDrain(gateway, settings.drain_timeout_s) if drain_on_sigterm else None
+        if drain is not None:
+            drain.install()
         try:
             yield
         finally:
+            if drain is not None:
+                drain.uninstall()
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task

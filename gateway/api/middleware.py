@@ -13,6 +13,7 @@ from gateway.errors import (
     InvalidRequestError,
     OverloadedError,
     PayloadTooLargeError,
+    ShuttingDownError,
 )
 from gateway.observability.logs import request_id_var
 
@@ -75,7 +76,8 @@ class InflightGate:
     `overloaded` at the door, before the body is read, the key checked or anything tokenized:
     under overload a refusal costs a small part of what an answer does, so the gateway keeps
     serving its capacity and the excess is told at once. Each refusal is still counted and
-    audited like any other answer."""
+    audited like any other answer. While the gateway drains for shutdown (`SigtermDrain`), every
+    new completion request gets a 503 `shutting_down` here."""
 
     ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 
@@ -89,15 +91,22 @@ class InflightGate:
             await self.app(scope, receive, send)
             return
         gw = self.gateway
-        if gw.entered >= gw.max_inflight:
+        if gw.draining or gw.entered >= gw.max_inflight:
             from gateway.api.tracker import Tracker
 
-            exc = OverloadedError(
-                "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
-            )
-            gw.metrics.rate_limited.labels("", "overloaded").inc()
+            exc: OverloadedError | ShuttingDownError
+            if gw.draining:
+                exc = ShuttingDownError(
+                    "The gateway is shutting down; send the request again.",
+                    headers={"Retry-After": "1"},
+                )
+            else:
+                exc = OverloadedError(
+                    "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
+                )
+                gw.metrics.rate_limited.labels("", "overloaded").inc()
             Tracker(gw, route, scope.get("state", {}).get("request_id", "")).done(
-                exc.status, code="overloaded"
+                exc.status, code=exc.code
             )
             await send_error(send, exc)
             return

@@ -81,9 +81,16 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
     tunes, policies = write_setup(tmp_path, keys)
     with gateway_process(tmp_path, tunes, policies, keys, new_key(), name="drain") as gw:
         results: list[str] = []
+        started = [threading.Event(), threading.Event()]
+        # Long streams for sure: the end-of-sequence token is banned, so each runs to its
+        # max_tokens, still in flight when the signal comes.
+        from transformers import AutoTokenizer
 
-        def long_stream() -> None:
-            body = {**CHAT, "max_tokens": 200, "stream": True, "temperature": 1.0, "seed": 3}
+        eos = AutoTokenizer.from_pretrained(str(demo_build / "base")).eos_token_id
+
+        def long_stream(i: int) -> None:
+            body = {**CHAT, "max_tokens": 400, "stream": True, "temperature": 1.0, "seed": 3,
+                    "logit_bias": {str(eos): -100}}  # fmt: skip
             with httpx.stream(
                 "POST",
                 f"{gw.url}/v1/chat/completions",
@@ -91,21 +98,29 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
                 json=body,
                 timeout=120,
             ) as r:
-                results.append(r.read().decode())
+                text = ""
+                for chunk in r.iter_text():
+                    text += chunk
+                    if '"content":"' in text:
+                        started[i].set()
+                results.append(text)
 
-        threads = [threading.Thread(target=long_stream) for _ in range(2)]
+        threads = [threading.Thread(target=long_stream, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # both streams are running
+        assert all(e.wait(60) for e in started)  # both streams are running
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with pytest.raises(httpx.HTTPError):  # new connections are refused while draining
-            httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=5)
+        time.sleep(0.1)
+        # while the streams drain, new requests get a 503 and /readyz says the gateway is going
+        r = httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", r.text
+        assert httpx.get(f"{gw.url}/readyz", timeout=30).status_code == 503
         for t in threads:
             t.join(timeout=120)
         assert gw.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
         assert len(results) == 2 and all(r.rstrip().endswith("data: [DONE]") for r in results)
+        assert all('"finish_reason":"length"' in r for r in results)  # each ran to the end
         audit = tmp_path / "audit-drain"
         verify = subprocess.run(
             [sys.executable, "-m", "gateway", "audit", "verify", str(audit)],
@@ -115,3 +130,6 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
         served = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
                   if '"decision":"served"' in line.replace(" ", "")]  # fmt: skip
         assert len(served) == 2
+        refused = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
+                   if '"code":"shutting_down"' in line.replace(" ", "")]  # fmt: skip
+        assert len(refused) == 1  # the refusal during the drain has its record too
