@@ -194,13 +194,13 @@ def create_app(
                     log.exception("engine failed to restart")
                     return
 
+        drain = SigtermDrain(gateway, settings.drain_timeout_s) if drain_on_sigterm else None
         await audit.start()
         await state.start()
         task = asyncio.create_task(start_engine())
-        drain = SigtermDrain(gateway, settings.drain_timeout_s) if drain_on_sigterm else None
-        if drain is not None:
-            drain.install()
         try:
+            if drain is not None:
+                drain.install()
             yield
         finally:
             if drain is not None:
