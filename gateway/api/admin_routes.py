@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request, Security
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.api.errors import validation_error
+from gateway.api.errors import error_responses, validation_error
+from gateway.api.wire import request_body
 from gateway.auth import check_admin, hash_key, new_key
 from gateway.catalogue import Tune
 from gateway.errors import EngineUnavailableError, InvalidRequestError, NotFoundError
@@ -24,15 +26,28 @@ from gateway.yamlconfig import ConfigError
 __all__ = ["router"]
 
 _ACTOR = re.compile(r"^[A-Za-z0-9@._-]{1,64}$")
+# Documents the admin token in the OpenAPI document; `check_admin` reads the header itself.
+_ADMIN_TOKEN = HTTPBearer(
+    scheme_name="adminToken", description="TUNEGATE_ADMIN_TOKEN", auto_error=False
+)
 
 
-async def _admin(request: Request) -> None:
+async def _admin(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_ADMIN_TOKEN)],
+) -> None:
     settings: Settings = request.app.state.settings
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     check_admin(token, request.headers.get("authorization"))
 
 
-router = APIRouter(prefix="/admin", dependencies=[Depends(_admin)])
+# Every admin route: the token refused (401), and the store or engine unavailable (503).
+ADMIN_ERRORS = (401, 503)
+router = APIRouter(
+    prefix="/admin", dependencies=[Depends(_admin)], responses=error_responses(*ADMIN_ERRORS)
+)
+# A path segment names a tenant, tune or key: no `/` (it would address another route).
+Segment = Annotated[str, Path(pattern=r"^[^/]{1,128}$")]
 
 
 class BindBody(BaseModel):
@@ -41,6 +56,109 @@ class BindBody(BaseModel):
 
 class KeyBody(BaseModel):
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+# Response bodies, for the OpenAPI document (the routes build dicts).
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TuneLoaded(_Doc):
+    object: Literal["tune"]
+    id: str
+    loaded: Literal[True]
+    already_loaded: bool
+    adapter_id: int
+
+
+class TuneUnloaded(_Doc):
+    object: Literal["tune"]
+    id: str
+    loaded: Literal[False]
+
+
+class KeyView(_Doc):
+    id: str
+    tenant: str
+    created_at: float
+    revoked: bool
+    source: str
+
+
+class KeyList(_Doc):
+    object: Literal["list"]
+    data: list[KeyView]
+
+
+class NewKey(_Doc):
+    id: str
+    tenant: str
+    key: str
+    note: str
+
+
+class RevokedKey(_Doc):
+    id: str
+    tenant: str
+    revoked: Literal[True]
+
+
+class TenantView(_Doc):
+    name: str
+    tune: str | None
+    default_tune: str | None
+    tunes: list[str]
+    limits: dict[str, int | None]
+
+
+class Switch(_Doc):
+    from_: str | None = Field(alias="from")
+    to: str
+    actor: str
+    at: float
+
+
+class TenantDetail(TenantView):
+    keys: list[KeyView]
+    switches: list[Switch]
+    concurrent_requests: int
+
+
+class TenantList(_Doc):
+    object: Literal["list"]
+    data: list[TenantView]
+
+
+class BindingSwitched(Switch):
+    tenant: str
+
+
+class PolicyValid(_Doc):
+    valid: Literal[True]
+    tenants: int
+
+
+class PolicyReloaded(_Doc):
+    reloaded: Literal[True]
+    tenants: int
+
+
+class EngineView(_Doc):
+    ready: bool
+    kind: str
+    running: int
+    waiting: int
+    kv_cache_usage: float
+    adapters_resident: int
+    servers: list[dict[str, Any]]
+
+
+def _ok(model: type[BaseModel], *errors: int, status: int = 200) -> dict[str, Any]:
+    """Decorator arguments documenting a route's answer and its own errors."""
+    return {
+        "status_code": status,
+        "responses": {status: {"model": model}, **error_responses(*errors)},
+    }
 
 
 def _json(payload: object, status: int = 200) -> Response:
@@ -89,10 +207,14 @@ def _tune(name: str, tune: Tune | None) -> Tune:
     return tune
 
 
-@router.post("/tunes/{name}/load")
-async def load_tune(name: str, request: Request) -> Response:
+@router.post("/tunes/{name}/load", **_ok(TuneLoaded, 400, 404, 413))
+async def load_tune(name: Segment, request: Request) -> Response:
     gw = _gw(request)
-    tune = _tune(name, gw.catalogue.refresh(name))
+    try:
+        refreshed = gw.catalogue.refresh(name)
+    except ConfigError as exc:  # a broken manifest on disk: refused, the loaded one stays
+        raise InvalidRequestError(str(exc), param="name", code="invalid_manifest") from None
+    tune = _tune(name, refreshed)
     if not gw.engine.ready:
         raise EngineUnavailableError("The engine is not ready.", headers={"Retry-After": "5"})
     loaded = await gw.load_adapter(adapter_of(tune))
@@ -107,8 +229,8 @@ async def load_tune(name: str, request: Request) -> Response:
     )
 
 
-@router.post("/tunes/{name}/unload")
-async def unload_tune(name: str, request: Request) -> Response:
+@router.post("/tunes/{name}/unload", **_ok(TuneUnloaded, 400, 404, 409, 413))
+async def unload_tune(name: Segment, request: Request) -> Response:
     gw = _gw(request)
     tune = _tune(name, gw.catalogue.get(name))
     await gw.unload_adapter(tune)
@@ -126,15 +248,15 @@ async def _tenant_view(gw: Gateway, tenant: Tenant) -> dict[str, Any]:
     }
 
 
-@router.get("/tenants")
+@router.get("/tenants", **_ok(TenantList))
 async def list_tenants(request: Request) -> Response:
     gw = _gw(request)
     data = [await _tenant_view(gw, t) for _, t in sorted(gw.state.policy.tenants.items())]
     return _json({"object": "list", "data": data})
 
 
-@router.get("/tenants/{name}")
-async def show_tenant(name: str, request: Request) -> Response:
+@router.get("/tenants/{name}", **_ok(TenantDetail, 404))
+async def show_tenant(name: Segment, request: Request) -> Response:
     gw = _gw(request)
     tenant = _tenant(gw, name)
     view = await _tenant_view(gw, tenant)
@@ -148,8 +270,12 @@ async def show_tenant(name: str, request: Request) -> Response:
     return _json(view)
 
 
-@router.put("/tenants/{name}/tune")
-async def bind_tune(name: str, request: Request) -> Response:
+@router.put(
+    "/tenants/{name}/tune",
+    **_ok(BindingSwitched, 400, 404, 413),
+    openapi_extra=request_body(BindBody),
+)
+async def bind_tune(name: Segment, request: Request) -> Response:
     gw = _gw(request)
     tenant = _tenant(gw, name)
     body: BindBody = await _parse(BindBody, request)
@@ -179,16 +305,20 @@ async def bind_tune(name: str, request: Request) -> Response:
     )
 
 
-@router.get("/tenants/{name}/keys")
-async def list_keys(name: str, request: Request) -> Response:
+@router.get("/tenants/{name}/keys", **_ok(KeyList, 404))
+async def list_keys(name: Segment, request: Request) -> Response:
     gw = _gw(request)
     _tenant(gw, name)
     keys = await gw.state.store.list_keys(name)
     return _json({"object": "list", "data": [_key_view(k) for k in keys]})
 
 
-@router.post("/tenants/{name}/keys")
-async def create_key(name: str, request: Request) -> Response:
+@router.post(
+    "/tenants/{name}/keys",
+    **_ok(NewKey, 400, 404, 413, status=201),
+    openapi_extra=request_body(KeyBody, required=False),
+)
+async def create_key(name: Segment, request: Request) -> Response:
     gw = _gw(request)
     _tenant(gw, name)
     body: KeyBody = await _parse(KeyBody, request)
@@ -211,8 +341,8 @@ async def create_key(name: str, request: Request) -> Response:
     )
 
 
-@router.delete("/tenants/{name}/keys/{key_id}")
-async def revoke_key(name: str, key_id: str, request: Request) -> Response:
+@router.delete("/tenants/{name}/keys/{key_id}", **_ok(RevokedKey, 404))
+async def revoke_key(name: Segment, key_id: Segment, request: Request) -> Response:
     gw = _gw(request)
     _tenant(gw, name)
     store = gw.state.store
@@ -236,13 +366,13 @@ def _load_policy(request: Request) -> PolicySet:
         raise InvalidRequestError(str(exc), param=exc.field, code="invalid_policy") from None
 
 
-@router.post("/policy/validate")
+@router.post("/policy/validate", **_ok(PolicyValid, 400, 413))
 async def validate_policy(request: Request) -> Response:
     policy = _load_policy(request)
     return _json({"valid": True, "tenants": len(policy.tenants)})
 
 
-@router.post("/policy/reload")
+@router.post("/policy/reload", **_ok(PolicyReloaded, 400, 413))
 async def reload_policy(request: Request) -> Response:
     gw = _gw(request)
     policy = _load_policy(request)  # on error the previous policy stays in force
@@ -253,7 +383,7 @@ async def reload_policy(request: Request) -> Response:
     return _json({"reloaded": True, "tenants": len(policy.tenants)})
 
 
-@router.get("/engine")
+@router.get("/engine", **_ok(EngineView))
 async def engine_state(request: Request) -> Response:
     """The engine as the gateway sees it: readiness, load, and each pool server."""
     gw: Gateway = request.app.state.gateway

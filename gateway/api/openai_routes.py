@@ -88,7 +88,7 @@ def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
     )
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", **render.MODELS_DOC)
 async def list_models(request: Request) -> Response:
     gw = _gateway(request)
     t = Tracker(gw, "models", request.state.request_id)
@@ -113,7 +113,7 @@ def _failed(t: Tracker, exc: BaseException) -> None:
         t.done(500, code="internal_error")
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", **render.CHAT_DOC)
 async def chat_completions(request: Request) -> Response:
     gw = _gateway(request)
     t = Tracker(gw, "chat", request.state.request_id)
@@ -153,7 +153,7 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", **render.COMPLETION_DOC)
 async def completions(request: Request) -> Response:
     gw = _gateway(request)
     t = Tracker(gw, "completions", request.state.request_id)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.api.admin_routes import _actor, _admin
-from gateway.api.errors import validation_error
+from gateway.api.admin_routes import ADMIN_ERRORS, Segment, _actor, _admin
+from gateway.api.errors import error_responses, validation_error
+from gateway.api.wire import request_body
 from gateway.catalogue import Tune
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.service import Gateway, adapter_of
@@ -20,7 +21,11 @@ from gateway.yamlconfig import ConfigError
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin/tunes", dependencies=[Depends(_admin)])
+router = APIRouter(
+    prefix="/admin/tunes",
+    dependencies=[Depends(_admin)],
+    responses=error_responses(*ADMIN_ERRORS),
+)
 
 
 class PromoteBody(BaseModel):
@@ -31,6 +36,44 @@ class PromoteBody(BaseModel):
 class CanaryBody(BaseModel):
     version: str = Field(min_length=1, max_length=32)
     weight: int = Field(ge=0, le=100)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TuneVersion(_Doc):
+    name: str
+    version: str
+    status: str
+    loaded: bool
+    canary_weight: int
+    eval_score: float | None
+    description: str
+
+
+class TuneList(_Doc):
+    object: Literal["list"]
+    data: list[TuneVersion]
+
+
+class RolloutView(_Doc):
+    live: str
+    canary: str | None
+    weight: int
+
+
+class RolloutChanged(_Doc):
+    tune: str
+    action: Literal["promote", "canary", "rollback"]
+    before: RolloutView | None
+    after: RolloutView
+    actor: str
+    at: float
+    forced: bool
+
+
+_CHANGED = {200: {"model": RolloutChanged}, **error_responses(400, 404, 413)}
 
 
 def _json(payload: object) -> Response:
@@ -99,7 +142,7 @@ async def _apply(
     return _json(change.as_dict())
 
 
-@router.get("")
+@router.get("", responses={200: {"model": TuneList}, **error_responses(400)})
 async def list_tunes(request: Request) -> Response:
     gw = _gw(request)
     loaded = await gw.engine.loaded_adapters()
@@ -129,8 +172,8 @@ async def list_tunes(request: Request) -> Response:
     return _json({"object": "list", "data": rows})
 
 
-@router.post("/{name}/promote")
-async def promote(name: str, request: Request) -> Response:
+@router.post("/{name}/promote", responses=_CHANGED, openapi_extra=request_body(PromoteBody))
+async def promote(name: Segment, request: Request) -> Response:
     body: PromoteBody = await _body(PromoteBody, request)
     gw = _gw(request)
     _refresh(gw, name)  # pick up evaluation results written since start
@@ -154,8 +197,8 @@ async def promote(name: str, request: Request) -> Response:
     return await _apply(request, name, "promote", after, body.force)
 
 
-@router.post("/{name}/canary")
-async def canary(name: str, request: Request) -> Response:
+@router.post("/{name}/canary", responses=_CHANGED, openapi_extra=request_body(CanaryBody))
+async def canary(name: Segment, request: Request) -> Response:
     body: CanaryBody = await _body(CanaryBody, request)
     _refresh(_gw(request), name)  # a version built since start
     _version(_gw(request), name, body.version)
@@ -185,8 +228,8 @@ def _previous_live(history: list[RolloutChange]) -> str | None:
     return None
 
 
-@router.post("/{name}/rollback")
-async def rollback(name: str, request: Request) -> Response:
+@router.post("/{name}/rollback", responses=_CHANGED)
+async def rollback(name: Segment, request: Request) -> Response:
     gw = _gw(request)
     if gw.catalogue.get(name) is None:
         raise NotFoundError(

@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "StreamOptions"]
+__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "StreamOptions", "request_body"]
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
@@ -77,6 +85,16 @@ class JsonSchemaSpec(_Wire):
 
 
 class ResponseFormat(_Wire):
+    model_config = ConfigDict(
+        json_schema_extra={  # documents `_schema_given`
+            "if": {"properties": {"type": {"const": "json_schema"}}},
+            "then": {
+                "required": ["json_schema"],
+                "properties": {"json_schema": {"type": "object"}},
+            },
+        }
+    )
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
 
@@ -115,9 +133,25 @@ REFUSED_FIELDS = (
     "priority",
 )
 BiasValue = Annotated[float, Field(ge=-100.0, le=100.0, allow_inf_nan=False)]
+TOKEN_ID = r"^[0-9]{1,9}$"
+# The documented shape of `stop` (the validator below gives the clearer 400).
+_STOP_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4},
+        {"type": "null"},
+    ]
+}
+
+
+def _document_refused(schema: dict[str, Any]) -> None:
+    """The refused fields, in the document: a property that may not be present."""
+    schema.setdefault("properties", {}).update(dict.fromkeys(REFUSED_FIELDS, False))
 
 
 class _Sampling(_Wire):
+    model_config = ConfigDict(json_schema_extra=_document_refused)
+
     model: str = Field(min_length=1, max_length=256)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -125,12 +159,20 @@ class _Sampling(_Wire):
     top_p: TopP | None = None
     max_tokens: PositiveInt | None = None
     n: Literal[1] | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    stop: Annotated[
+        str | Annotated[list[str], Field(max_length=4)] | None, WithJsonSchema(_STOP_SCHEMA)
+    ] = None
     seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     user: str | None = Field(None, max_length=256)
-    logit_bias: Annotated[dict[str, BiasValue], Field(max_length=300)] | None = None
+    logit_bias: (
+        Annotated[
+            dict[str, BiasValue],
+            Field(max_length=300, json_schema_extra={"propertyNames": {"pattern": TOKEN_ID}}),
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="before")
     @classmethod
@@ -138,7 +180,9 @@ class _Sampling(_Wire):
         if isinstance(data, dict):
             for name in REFUSED_FIELDS:
                 if name in data:
-                    raise ValueError(f"`{name}` is not accepted by this API")
+                    raise PydanticCustomError(
+                        "refused_field", "`{param}` is not accepted by this API", {"param": name}
+                    )
         return data
 
     @field_validator("logit_bias")
@@ -166,8 +210,24 @@ class _Sampling(_Wire):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
+# Documents `_some_content`: some message has text that is not only whitespace.
+_SOME_CONTENT = {
+    "required": ["content"],
+    "properties": {
+        "content": {
+            "anyOf": [
+                {"type": "string", "pattern": r"\S"},
+                {"type": "array", "contains": {"properties": {"text": {"pattern": r"\S"}}}},
+            ]
+        }
+    },
+}
+
+
 class ChatRequest(_Sampling):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    messages: Annotated[
+        list[ChatMessage], Field(min_length=1, json_schema_extra={"contains": _SOME_CONTENT})
+    ]
     max_completion_tokens: PositiveInt | None = None
     response_format: ResponseFormat | None = None
     logprobs: Literal[False] | None = None
@@ -196,3 +256,26 @@ class CompletionRequest(_Sampling):
 
     def token_budget(self) -> int | None:
         return self.max_tokens
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def request_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body the route parses itself (for a 400, never a 422):
+    the model's schema, self-contained."""
+    schema = model.model_json_schema()
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": _inline(schema, schema.get("$defs", {}))}},
+        }
+    }
