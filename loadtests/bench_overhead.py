@@ -164,13 +164,14 @@ class Processes:
         raise SystemExit(f"{url} not ready within {timeout:.0f} s")
 
     def stop_all(self) -> None:
+        """Last started, first stopped, each waited for: the gateways go while the upstreams
+        and the span sink they flush to still answer."""
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     continue
-        for proc in self.procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -212,7 +212,10 @@ def create_app(
             await gateway.engine.stop()
             await audit.close()
             await store.close()
-            tracing.shutdown()
+            # Spans still queued are flushed, but an unreachable collector does not hold the
+            # shutdown up: the exporter's retries are cut off after a few seconds.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(tracing.shutdown), 5)
             if on_stop is not None:  # what the caller started beside the gateway
                 await asyncio.to_thread(on_stop)
             if multiprocess_dir():  # this worker's live gauges stop counting
