@@ -42,11 +42,10 @@ system-deps:
 test: install system-deps build-demo
 	$(BIN)/python -m pytest
 
-# The gateway's own cost (mock upstream, LiteLLM's proxy, a bare relay), then the real engine
-# (in-process and pool mode against vLLM's own server). Loopback only, bounded in time.
+# One table: the gateway's own cost (mock upstream, LiteLLM's proxy, a bare relay), then the
+# real engine (in-process and pool mode against vLLM's own server). Loopback only, bounded.
 bench: install system-deps build-demo
-	$(BIN)/python loadtests/bench_overhead.py
-	$(BIN)/python loadtests/bench_engine.py --rounds 2
+	$(BIN)/python loadtests/bench_overhead.py --engine
 
 # Longer runs CI does not need: locust scenarios with a noisy tenant (exit code from the
 # thresholds), then a 10-minute soak of mixed load with tune switches on the real engine.

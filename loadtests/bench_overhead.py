@@ -18,7 +18,11 @@ median over rounds.
 3. streaming: time to first token and mean gap between chunks at 1 and 64 concurrent streams;
 4. CPU microseconds per request in the gateway's process tree against the bare relay's.
 
-    .venv/bin/python loadtests/bench_overhead.py [--rounds 3] [--quick] [--no-litellm]
+    .venv/bin/python loadtests/bench_overhead.py [--rounds 3] [--quick] [--no-litellm] [--engine]
+
+With `--engine` (what `make bench` runs) it then runs `bench_engine.py`, the real engine
+(in-process and pool mode against vLLM's own server on the demo model), and folds its figures
+and its target into the same table.
 """
 
 from __future__ import annotations
@@ -736,7 +740,10 @@ def report(
     why_not: str | None,
     argv: list[str],
     load: float,
+    engine: tuple[list[str], list[str]] | None = None,
 ) -> str:
+    """The one table (and the targets under it); `engine`: bench_engine.py's rows and target
+    lines, folded in."""
     lines = [machine_line(argv, load), ""]
     if why_not:
         lines += [f"LiteLLM not run: {why_not}", ""]
@@ -839,6 +846,13 @@ def report(
             f"({over['saturation']:.0f} req/s), "  # type: ignore[index]
             f"{over['failed']:.0f} failed",  # type: ignore[index]
         )
+    if engine is not None:
+        for line in engine[0]:  # figure | gateway | direct | (LiteLLM) | ratio
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 5:
+                row(cells[0], cells[1], cells[2], cells[3], cells[4])
+            else:
+                lines.append(line)
     redis_us = cpu["gateway"].get("redis", math.nan)  # type: ignore[union-attr]
     lines += [
         "",
@@ -914,7 +928,22 @@ def report(
             f"{over['reject_p99']:.1f} ms, {over['failed']:.0f} failed "  # type: ignore[index]
             f"| {verdict(good and fast)} |"
         )
+    if engine is not None:
+        lines += [f"| {t.removeprefix('TARGET ')} |" for t in engine[1]]
     return "\n".join(lines)
+
+
+def engine_rows(rounds: int, requests: int) -> tuple[list[str], list[str]]:
+    """bench_engine.py (the real engine: in-process and pool mode against vLLM's own server),
+    run after everything here has stopped, as rows for this table."""
+    cmd = [sys.executable, "loadtests/bench_engine.py", "--rounds", str(rounds), "--rows"]
+    cmd += ["--requests", str(requests)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        tail = " ".join(out.stderr.strip().splitlines()[-3:])
+        return [f"| real engine: bench_engine.py failed ({tail[:300]}) |  |  |  |  |"], []
+    lines = out.stdout.splitlines()
+    return [x for x in lines if x.startswith("| ")], [x for x in lines if x.startswith("TARGET ")]
 
 
 def adapter_on(upstream: str, prefix: str = "support") -> str:
@@ -934,6 +963,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
     ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     ap.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
+    ap.add_argument(
+        "--engine",
+        action="store_true",
+        help="then run bench_engine.py (the real engine) and fold its figures into the table",
+    )
     args = ap.parse_args()
     prof = QUICK if args.quick else FULL
     if args.rounds:
@@ -1035,7 +1069,11 @@ def main() -> None:
         finally:
             procs.stop_all()
     with_ll = "ll0" in env
-    print(report(res, prof, with_ll, why_not, sys.argv[1:], load))
+    engine = None
+    if args.engine:
+        log("the real engine: bench_engine.py")
+        engine = engine_rows(2 if not args.quick else 1, 32 if not args.quick else 8)
+    print(report(res, prof, with_ll, why_not, sys.argv[1:], load, engine))
     print(
         f"\nWall time: {time.monotonic() - install_done:.0f} s "
         f"(measuring {time.monotonic() - ready:.0f} s"
