@@ -6,6 +6,7 @@ per-replica limits (each limit divided by the replica count). Every fallback is 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import Callable
@@ -102,6 +103,33 @@ class Limiter:
         self.on_fallback = on_fallback
         self.on_reject = on_reject
         self.local = MemoryStore()
+        self._giving_back: set[asyncio.Task[None]] = set()
+
+    def _give_back(
+        self,
+        done: asyncio.Future[tuple[bool, RateDecision | None]],
+        store: Store,
+        tenant: str,
+        slot: str | None,
+        tpm: int | None,
+        reserved: int,
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # nothing was granted, or the store is down (the lease expires)
+        got, decision = done.result()
+        if not got or (decision is not None and not decision.allowed):
+            return  # refused: nothing held
+        task = asyncio.ensure_future(self._finish_quietly(store, tenant, slot, tpm, reserved))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _finish_quietly(
+        self, store: Store, tenant: str, slot: str | None, tpm: int | None, reserved: int
+    ) -> None:
+        try:
+            await store.finish(tenant, slot, tpm, reserved)
+        except StoreUnavailable:
+            self.on_fallback("release", "lease_expiry")
 
     def effective(self, limits: EffectiveLimits, store: Store) -> EffectiveLimits:
         if store is self.store or self.replicas == 1:
@@ -144,9 +172,19 @@ class Limiter:
         if limit is None and rpm is None and tpm is None:
             return Admission(self, tenant, store, 0, None)
         slot = uuid.uuid4().hex if limit is not None else None
-        got, decision = await store.admit(
-            tenant.name, limit, slot or "", self.lease_s, rpm, tpm, tokens if tpm else 0
+        reserved = tokens if tpm else 0
+        call = asyncio.ensure_future(
+            store.admit(tenant.name, limit, slot or "", self.lease_s, rpm, tpm, reserved)
         )
+        try:
+            got, decision = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # The caller went away (a client that gave up) while the store was answering:
+            # whatever the store granted is given back as soon as its answer is in.
+            call.add_done_callback(
+                lambda f: self._give_back(f, store, tenant.name, slot, tpm, reserved)
+            )
+            raise
         if not got:
             self.on_reject(tenant.name, "concurrency")
             raise RateLimitError(

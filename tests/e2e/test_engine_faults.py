@@ -81,7 +81,7 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
     tunes, policies = write_setup(tmp_path, keys)
     with gateway_process(tmp_path, tunes, policies, keys, new_key(), name="drain") as gw:
         results: list[str] = []
-        started = [threading.Event(), threading.Event()]
+        started = [threading.Event() for _ in range(3)]
         # Long streams for sure: the end-of-sequence token is banned, so each runs to its
         # max_tokens, still in flight when the signal comes.
         from transformers import AutoTokenizer
@@ -89,7 +89,7 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
         eos = AutoTokenizer.from_pretrained(str(demo_build / "base")).eos_token_id
 
         def long_stream(i: int) -> None:
-            body = {**CHAT, "max_tokens": 400, "stream": True, "temperature": 1.0, "seed": 3,
+            body = {**CHAT, "max_tokens": 480, "stream": True, "temperature": 1.0, "seed": 3,
                     "logit_bias": {str(eos): -100}}  # fmt: skip
             with httpx.stream(
                 "POST",
@@ -105,21 +105,21 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
                         started[i].set()
                 results.append(text)
 
-        threads = [threading.Thread(target=long_stream, args=(i,)) for i in range(2)]
+        threads = [threading.Thread(target=long_stream, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
         assert all(e.wait(60) for e in started)  # both streams are running
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGTERM)
         time.sleep(0.1)
-        # while the streams drain, new requests get a 503 and /readyz says the gateway is going
+        # while the streams drain, /readyz says the gateway is going and new requests get a 503
+        assert httpx.get(f"{gw.url}/readyz", timeout=30).status_code == 503
         r = httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=30)
         assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", r.text
-        assert httpx.get(f"{gw.url}/readyz", timeout=30).status_code == 503
         for t in threads:
             t.join(timeout=120)
         assert gw.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
-        assert len(results) == 2 and all(r.rstrip().endswith("data: [DONE]") for r in results)
+        assert len(results) == 3 and all(r.rstrip().endswith("data: [DONE]") for r in results)
         assert all('"finish_reason":"length"' in r for r in results)  # each ran to the end
         audit = tmp_path / "audit-drain"
         verify = subprocess.run(
@@ -129,7 +129,7 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         served = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
                   if '"decision":"served"' in line.replace(" ", "")]  # fmt: skip
-        assert len(served) == 2
+        assert len(served) == 3
         refused = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
                    if '"code":"shutting_down"' in line.replace(" ", "")]  # fmt: skip
         assert len(refused) == 1  # the refusal during the drain has its record too
