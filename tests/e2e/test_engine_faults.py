@@ -112,10 +112,20 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGTERM)
         time.sleep(0.1)
-        # while the streams drain, /readyz says the gateway is going and new requests get a 503
-        assert httpx.get(f"{gw.url}/readyz", timeout=30).status_code == 503
-        r = httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=30)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", r.text
+        # While the streams drain, /readyz says the gateway is going and new requests get a 503.
+        # On a slow machine the streams may be done before these get in (the gateway is gone):
+        # then the log below still shows the drain held all three; tests/api/test_drain.py
+        # checks the 503s with a request held for certain.
+        refused = 0
+        try:
+            assert httpx.get(f"{gw.url}/readyz", timeout=30).status_code == 503
+            r = httpx.post(
+                f"{gw.url}/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=30
+            )
+            assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", r.text
+            refused = 1
+        except httpx.ConnectError:
+            pass
         for t in threads:
             t.join(timeout=120)
         assert gw.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
@@ -130,6 +140,7 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
         served = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
                   if '"decision":"served"' in line.replace(" ", "")]  # fmt: skip
         assert len(served) == 3
-        refused = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
+        records = [line for p in audit.glob("*.jsonl") for line in p.read_text().splitlines()
                    if '"code":"shutting_down"' in line.replace(" ", "")]  # fmt: skip
-        assert len(refused) == 1  # the refusal during the drain has its record too
+        assert len(records) == refused  # a refusal during the drain has its record too
+        assert "draining 3 request(s) in flight" in gw.log_tail(400)  # the drain held them
