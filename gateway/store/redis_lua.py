@@ -2,11 +2,9 @@
 
 __all__ = ["ACQUIRE_SLOT", "ADMIT", "FINISH", "REFUND", "TAKE"]
 
-# KEYS: request bucket, token bucket. ARGV: rpm (0 = none), tpm (0 = none), tokens.
-# Returns {allowed, wait_s, request_level, token_level} (levels -1 where a limit is off).
-TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+# The token buckets' refill (`load`) and store (`save`), shared by TAKE and ADMIT; `now` is
+# the Redis clock in seconds, set by the script before; put in where a script says `-- buckets`.
+_BUCKETS = """
 local function load(key, cap)
   if cap == 0 then return nil end
   local v = redis.call('HMGET', key, 'level', 'ts', 'cap')
@@ -22,6 +20,14 @@ local function save(key, cap, level)
   redis.call('HSET', key, 'level', tostring(level), 'ts', tostring(now), 'cap', cap)
   redis.call('EXPIRE', key, 120)
 end
+"""
+
+# KEYS: request bucket, token bucket. ARGV: rpm (0 = none), tpm (0 = none), tokens.
+# Returns {allowed, wait_s, request_level, token_level} (levels -1 where a limit is off).
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- buckets
 local rpm, tpm, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rl, tl = load(KEYS[1], rpm), load(KEYS[2], tpm)
 local wait = 0
@@ -84,21 +90,7 @@ end
 local rpm, tpm, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if rpm == 0 and tpm == 0 then return {1, 1, '0', '-1', '-1'} end
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local function load(key, cap)
-  if cap == 0 then return nil end
-  local v = redis.call('HMGET', key, 'level', 'ts', 'cap')
-  local level, ts = tonumber(v[1]), tonumber(v[2])
-  if level == nil or ts == nil or tonumber(v[3]) ~= cap then
-    level = cap
-    ts = now
-  end
-  return math.min(cap, level + math.max(0, now - ts) * cap / 60)
-end
-local function save(key, cap, level)
-  if level == nil then return end
-  redis.call('HSET', key, 'level', tostring(level), 'ts', tostring(now), 'cap', cap)
-  redis.call('EXPIRE', key, 120)
-end
+-- buckets
 local rl, tl = load(KEYS[2], rpm), load(KEYS[3], tpm)
 local wait = 0
 if rl then wait = math.max(wait, (1 - rl) * 60 / rpm) end
@@ -132,3 +124,6 @@ redis.call('HSET', KEYS[2], 'level', tostring(level), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[2], 120)
 return 1
 """
+
+TAKE = TAKE.replace("-- buckets\n", _BUCKETS)
+ADMIT = ADMIT.replace("-- buckets\n", _BUCKETS)
