@@ -76,6 +76,7 @@ async def metrics(request: Request) -> Response:
     m = gw.metrics
     stats = gw.engine.stats()
     m.engine_ready.set(1 if gw.engine.ready else 0)
+    m.in_flight.set(gw.entered)  # read when scraped: nothing to count per request
     m.engine_running.set(stats.running)
     m.engine_waiting.set(stats.waiting)
     m.engine_kv_usage.set(stats.kv_cache_usage)

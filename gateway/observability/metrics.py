@@ -142,6 +142,12 @@ class Metrics:
             ["tune", "version", "reason"],
             registry=r,
         )
+        self.in_flight = Gauge(
+            "tunegate_requests_in_flight",
+            "Completion requests inside the gateway now, from the door to the last byte.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.adapters_resident = Gauge(
             "tunegate_adapters_resident",
             "Adapters loaded on the engine now.",
