@@ -3,7 +3,7 @@ py-spy profile, for the same full-pipeline setup as `bench_overhead.py` (mock up
 real Redis, safety, audit, metrics, OTLP traces to a sink).
 
     .venv/bin/python loadtests/profile_gateway.py [--requests 2000] [--conc 8]
-        [--py-spy OUT.txt] [--env NAME=VALUE ...]
+        [--py-spy OUT.txt] [--env NAME=VALUE ...] [--open-rate R [--open-s S]]
 
 `--env` passes settings to the gateway (e.g. `OTEL_TRACES_EXPORTER=none` to see what tracing
 costs); `--py-spy` writes py-spy's collapsed stacks (needs `py-spy` on PATH or in the venv).
@@ -37,6 +37,10 @@ def main() -> None:
     ap.add_argument("--cprofile", default=None, help="run the gateway under cProfile, stats here")
     ap.add_argument("--root", default=None, help="run the gateway from this checkout (A/B)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
+    ap.add_argument(
+        "--open-rate", type=float, default=0.0, help="instead: an open loop at this req/s"
+    )
+    ap.add_argument("--open-s", type=float, default=10.0, help="the open loop's seconds")
     args = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env)
     if args.root:  # `python -m gateway` from there imports that checkout's gateway package
@@ -91,6 +95,22 @@ def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
+            if args.open_rate:  # overload: goodput, refusals and where the time goes then
+                run = asyncio.run(bo.open_loop(t, args.open_rate, args.open_s))
+                if spy is not None:
+                    spy.send_signal(2)
+                    spy.wait(timeout=30)
+                print(
+                    f"open loop {args.open_rate:.0f} req/s offered, {run.sent_rps:.0f} sent: "
+                    f"goodput {run.goodput:.0f} req/s, ok p50 {bo.pct(run.ok_ms, 50):.0f} ms "
+                    f"p99 {bo.pct(run.ok_ms, 99):.0f} ms; refused "
+                    f"{len(run.rejected_ms) / run.seconds:.0f}/s, p50 "
+                    f"{bo.pct(run.rejected_ms, 50):.0f} ms p99 {bo.pct(run.rejected_ms, 99):.0f} "
+                    f"ms; failed {run.failed}; statuses {run.statuses}"
+                )
+                gw.send_signal(signal.SIGINT)
+                gw.wait(timeout=60)
+                return
             u0, s0 = user_sys(gw.pid)
             cpu = asyncio.run(bo.cpu_per_request(t, gw.pid, args.requests, args.conc, {}))
             u1, s1 = user_sys(gw.pid)

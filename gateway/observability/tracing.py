@@ -43,6 +43,10 @@ _request_ctx: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
 _request_span: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
     "tunegate_trace_span", default=None
 )
+# The quick stages' summed milliseconds, set on the request span in one call when it ends.
+_stage_ms: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "tunegate_trace_stage_ms", default=None
+)
 # Stages that wait on something outside the gateway: child spans at every level of detail.
 SPAN_STAGES = frozenset({"adapter_load", "engine_queue", "generate", "audit"})
 STAGE_ATTR = "tunegate.stage_ms."
@@ -135,9 +139,11 @@ class Tracing:
 
     @staticmethod
     def _duration(root: Any, name: str, ms: float) -> None:
-        key = STAGE_ATTR + name
-        attrs = getattr(root, "attributes", None) or {}
-        root.set_attribute(key, round(ms + attrs.get(key, 0.0), 3))
+        stages = _stage_ms.get()
+        if stages is not None:  # summed here; the span gets them once, as it ends
+            stages[name] = stages.get(name, 0.0) + ms
+        else:
+            root.set_attribute(STAGE_ATTR + name, round(ms, 3))
 
     def record(self, name: str, start_ns: int, end_ns: int | None = None, **attrs: Any) -> None:
         """A finished stage with given times (for stages that straddle stream chunks)."""
@@ -195,6 +201,8 @@ class TracingMiddleware:
         )
         token = _request_ctx.set(trace.set_span_in_context(span, parent))
         span_token = _request_span.set(span)
+        stages: dict[str, float] = {}
+        stages_token = _stage_ms.set(stages)
         status = 500
 
         async def send_status(message: Any) -> None:
@@ -211,7 +219,10 @@ class TracingMiddleware:
         finally:
             _request_ctx.reset(token)
             _request_span.reset(span_token)
-            span.set_attribute("http.response.status_code", status)
+            _stage_ms.reset(stages_token)
+            attrs: dict[str, Any] = {STAGE_ATTR + k: round(v, 3) for k, v in stages.items()}
+            attrs["http.response.status_code"] = status
+            span.set_attributes(attrs)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             span.end()
