@@ -4,6 +4,7 @@ requests in flight finish), then uvicorn's own handler gets the signal."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from types import SimpleNamespace
@@ -77,6 +78,28 @@ async def test_a_second_sigterm_does_not_wait():
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.sleep(0.1)
         assert passed == [signal.SIGTERM]
+    finally:
+        drain.uninstall()
+        signal.signal(signal.SIGTERM, original)
+
+
+async def test_the_drain_gives_up_after_its_timeout(caplog):
+    caplog.set_level(logging.WARNING, logger="gateway.api.drain")
+    passed: list[int] = []
+    original = signal.signal(signal.SIGTERM, lambda sig, frame: passed.append(sig))
+    gw = SimpleNamespace(draining=False, entered=2)  # two requests that never finish
+    drain = SigtermDrain(gw, timeout_s=0.3)
+    try:
+        drain.install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        assert passed == []  # still waiting
+        for _ in range(40):
+            if passed:
+                break
+            await asyncio.sleep(0.05)
+        assert passed == [signal.SIGTERM]  # stopped anyway, with the two still in flight
+        assert "drain timeout: 2 request(s) still in flight" in caplog.text
     finally:
         drain.uninstall()
         signal.signal(signal.SIGTERM, original)

@@ -90,7 +90,10 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
     keys = {"acme": new_key(), "narrow": new_key()}
     tunes, policies = write_setup(tmp_path, keys)
     eos = json.loads((demo_build / "base" / "generation_config.json").read_text())["eos_token_id"]
-    with gateway_process(tmp_path, tunes, policies, keys, new_key(), name="drain") as gw:
+    # A drain long enough for a slow machine: the test holds the requests until it has checked
+    # the 503s, and the drain waits for them (the timeout itself is tested in process).
+    drain = {"TUNEGATE_DRAIN_TIMEOUT_S": "120"}
+    with gateway_process(tmp_path, tunes, policies, keys, new_key(), drain, name="drain") as gw:
         # Three streams in flight for certain when the signal comes, on a machine of any speed:
         # each client sends its headers and half its body, and the rest only after the signal.
         # The gateway has taken them in, so it must wait for them, then stream each answer in
