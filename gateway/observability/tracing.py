@@ -126,7 +126,7 @@ class Tracing:
             try:
                 yield
             finally:
-                self._duration(root, name, (time.perf_counter() - start) * 1000)
+                self._duration(name, (time.perf_counter() - start) * 1000)
             return
         span = self.tracer.start_span(name, context=_request_ctx.get())
         try:
@@ -138,12 +138,11 @@ class Tracing:
             span.end()
 
     @staticmethod
-    def _duration(root: Any, name: str, ms: float) -> None:
+    def _duration(name: str, ms: float) -> None:
+        """Summed per request; `TracingMiddleware` sets them on the request span as it ends."""
         stages = _stage_ms.get()
-        if stages is not None:  # summed here; the span gets them once, as it ends
+        if stages is not None:
             stages[name] = stages.get(name, 0.0) + ms
-        else:
-            root.set_attribute(STAGE_ATTR + name, round(ms, 3))
 
     def record(self, name: str, start_ns: int, end_ns: int | None = None, **attrs: Any) -> None:
         """A finished stage with given times (for stages that straddle stream chunks)."""
@@ -151,7 +150,7 @@ class Tracing:
         if root is None:
             return
         if not self.all_spans and name not in SPAN_STAGES:
-            self._duration(root, name, ((end_ns or time.time_ns()) - start_ns) / 1e6)
+            self._duration(name, ((end_ns or time.time_ns()) - start_ns) / 1e6)
             return
         span = self.tracer.start_span(
             name, context=_request_ctx.get(), start_time=start_ns, attributes=attrs

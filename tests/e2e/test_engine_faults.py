@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import new_key
 from tests.e2e.conftest import ROOT, LiveGateway, gateway_process, write_setup
@@ -80,10 +80,10 @@ def test_a_killed_engine_is_restarted_and_serving_resumes(demo_build, tmp_path):
 
 
 def in_flight(gw: LiveGateway) -> float:
-    text = httpx.get(f"{gw.url}/metrics", timeout=30).text
-    found = re.search(r"^tunegate_requests_in_flight (\S+)$", text, re.M)
-    assert found, text
-    return float(found.group(1))
+    families = text_string_to_metric_families(httpx.get(f"{gw.url}/metrics", timeout=30).text)
+    return next(
+        s.value for f in families for s in f.samples if s.name == "tunegate_requests_in_flight"
+    )
 
 
 def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path):
