@@ -76,7 +76,7 @@ async def obs(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
     ):
         c.engine = engine  # type: ignore[attr-defined]
-        c.stages = stages or "attributes"  # type: ignore[attr-defined]
+        c.stages = stages or "request"  # type: ignore[attr-defined]
         yield c
 
 
@@ -226,7 +226,10 @@ WAITING_STAGES = {"engine_queue", "generate", "audit"}
 
 
 @pytest.mark.parametrize(
-    "obs", [{"stages": "spans"}, {}], ids=["spans", "attributes"], indirect=True
+    "obs",
+    [{"stages": "spans"}, {"stages": "attributes"}, {}],
+    ids=["spans", "attributes", "request"],
+    indirect=True,
 )
 async def test_stage_spans_under_the_clients_traceparent(obs, exporter):
     headers = {**auth(), "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
@@ -260,9 +263,14 @@ async def test_stage_spans_under_the_clients_traceparent(obs, exporter):
     if obs.stages == "spans":  # every stage a child span
         assert names >= QUICK_STAGES | WAITING_STAGES, names
         assert not durations
-    else:  # quick stages are durations on the request span
+    elif obs.stages == "attributes":  # quick stages are durations on the request span
         assert names >= WAITING_STAGES and not names & QUICK_STAGES, names
         assert set(durations) == QUICK_STAGES, durations
+    else:  # the default: one span, every stage a duration on it
+        assert not names, names
+        assert set(durations) >= QUICK_STAGES | WAITING_STAGES, durations
+        assert set(durations) <= QUICK_STAGES | WAITING_STAGES | {"adapter_load"}, durations
+    if durations:
         total_ms = (root.end_time - root.start_time) / 1e6
         assert all(0 <= v <= total_ms for v in durations.values()), durations
     assert all(s.context.trace_id == root.context.trace_id for s in children)
@@ -285,8 +293,9 @@ async def test_streamed_request_has_its_spans_and_engine_gets_the_trace_context(
     (root,) = [s for s in spans if s.name == "text_completion legal"]
     assert root.parent.span_id == int(PARENT_ID, 16)
     children = {s.name for s in spans if s.parent and s.parent.span_id == root.context.span_id}
-    assert children >= WAITING_STAGES
-    assert root.attributes["tunegate.stage_ms.postprocess"] >= 0
+    assert not children, children  # the default level: one span per request
+    for stage in (*WAITING_STAGES, "postprocess"):
+        assert root.attributes[f"tunegate.stage_ms.{stage}"] >= 0, stage
     # The engine request carries the W3C context of this request's span (for remote engines).
     sent = obs.engine.requests[-1].trace_headers
     assert sent["traceparent"].startswith(f"00-{TRACE_ID}-{root.context.span_id:016x}-")
