@@ -41,6 +41,7 @@ def main() -> None:
         "--open-rate", type=float, default=0.0, help="instead: an open loop at this req/s"
     )
     ap.add_argument("--open-s", type=float, default=10.0, help="the open loop's seconds")
+    ap.add_argument("--keep-log", default=None, help="copy the gateway's log here at the end")
     args = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env)
     if args.root:  # `python -m gateway` from there imports that checkout's gateway package
@@ -129,6 +130,8 @@ def main() -> None:
             )
         finally:
             procs.stop_all()
+            if args.keep_log:
+                shutil.copy(tmp / "gw.log", args.keep_log)
             if args.cprofile and not Path(args.cprofile).exists():
                 print((tmp / "gw.log").read_text(errors="replace")[-2000:])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from typing import Any
@@ -10,6 +11,7 @@ import orjson
 
 from gateway.errors import (
     HeadersTooLargeError,
+    InternalError,
     InvalidRequestError,
     OverloadedError,
     PayloadTooLargeError,
@@ -19,6 +21,7 @@ from gateway.observability.logs import request_id_var
 
 __all__ = ["BodyLimitMiddleware", "InflightGate", "RequestIdMiddleware", "send_error"]
 
+log = logging.getLogger(__name__)
 ASGIApp = Any
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -41,7 +44,9 @@ async def send_error(send: Any, exc: Any) -> None:
 
 
 class RequestIdMiddleware:
-    """Takes a safe `x-request-id` from the client or makes one; echoes it on the response."""
+    """Takes a safe `x-request-id` from the client or makes one; echoes it on the response.
+    An unexpected error before the response started is logged (with the id) and answered here
+    with the 500 envelope, so that answer carries the id too; the message never leaves."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -60,13 +65,24 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = rid.decode()
         token = request_id_var.set(rid.decode())  # every log line of this request carries it
 
+        started = False
+
         async def send_with_id(message: Any) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started:
+                raise  # the server ends the response and logs it
+            log.exception("unhandled error")
+            await send_error(
+                send_with_id, InternalError("The server had an error processing your request.")
+            )
         finally:
             request_id_var.reset(token)
 
