@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -89,14 +88,6 @@ def _audit_sink(settings: Settings, metrics: Metrics) -> AuditSink:
     return FileAuditSink(settings.audit_dir, max_bytes=settings.audit_max_bytes, **common)
 
 
-def _freeze_heap() -> None:
-    """What start-up made (modules, tokenizer, tune catalogue, engine client) lives as long as
-    the process: moved out of the garbage collector's generations, the collections that run
-    while serving no longer walk it, which shortens their pauses (and so the tail latency)."""
-    gc.collect()
-    gc.freeze()
-
-
 def create_app(
     settings: Settings,
     *,
@@ -105,11 +96,9 @@ def create_app(
     tracing: Tracing | None = None,
     on_stop: Callable[[], None] | None = None,
     drain_on_sigterm: bool = False,
-    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the gateway app. Config files are validated here, so a bad file fails fast.
-    Set by `tunegate serve`: `drain_on_sigterm`, SIGTERM drains before uvicorn stops;
-    `freeze_heap`, what start-up made is frozen out of the garbage collector's way."""
+    `drain_on_sigterm` (set by `tunegate serve`): SIGTERM drains before uvicorn stops."""
     catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
 
     def reload_policy() -> PolicySet:
@@ -183,15 +172,10 @@ def create_app(
         # in-process engine takes half a minute: the gateway serves /healthz meanwhile.
         started_inline = getattr(gateway.engine, "starts_fast", False)
         ok_inline = await first_start() if started_inline else False
-        if ok_inline and freeze_heap:
-            _freeze_heap()
 
         async def start_engine() -> None:
-            if not started_inline:
-                if not await first_start():
-                    return
-                if freeze_heap:
-                    _freeze_heap()
+            if not started_inline and not await first_start():
+                return
             if started_inline and not ok_inline:
                 return
             # Watch the engine: when it dies (its process killed, a fatal error), start it
