@@ -435,7 +435,7 @@ async def cpu_per_request(
     run = await closed_loop(t, conc, 120, count=n)
     used = tree_cpu_s(pid) - before
     done = max(1, len(run.lat_ms))
-    res = {"us": used / done * 1e6, "errors": float(run.errors)}
+    res = {"us": used / done * 1e6, "errors": float(run.errors), "p50": run.p50, "p99": run.p99}
     for k, p in others.items():
         res[k] = (tree_cpu_s(p) - before_o[k]) / done * 1e6
     return res

@@ -125,7 +125,8 @@ def main() -> None:
             print(
                 f"CPU {cpu['us']:.0f} us/request at {args.conc} conn "
                 f"(user {(u1 - u0) / n * 1e6:.0f}, system {(s1 - s0) / n * 1e6:.0f}; "
-                f"errors {cpu['errors']:.0f}); 1 conn: p50 {one.p50:.2f} ms, "
+                f"errors {cpu['errors']:.0f}; p50 {cpu['p50']:.1f} ms, p99 {cpu['p99']:.1f} ms); "
+                f"1 conn: p50 {one.p50:.2f} ms, "
                 f"p99 {one.p99:.2f} ms, {one.rps:.0f} req/s, errors {one.errors}"
             )
         finally:
