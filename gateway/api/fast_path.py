@@ -10,8 +10,8 @@ the innermost of the gateway's own, calls them directly and sends what they retu
 Everything else goes on to FastAPI unchanged, including other methods on these paths (405 with
 `Allow`) and the OpenAPI document, which still describes both routes from their FastAPI
 definitions. Errors are answered the same way: a `GatewayError` becomes its envelope here, as
-the app's handler would; anything unexpected propagates to the app's outermost handler (the 500
-envelope, logged), exactly as it would from inside the router.
+the app's handler would; anything unexpected propagates to `RequestIdMiddleware`, which logs it
+and answers the 500 envelope, as it does for every route.
 """
 
 from __future__ import annotations
