@@ -44,12 +44,7 @@ test: install system-deps build-demo
 
 # One table: the gateway's own cost (mock upstream, LiteLLM's proxy, a bare relay), then the
 # real engine (in-process and pool mode against vLLM's own server). Loopback only, bounded.
-# LiteLLM's own venv is installed while the demo builds (log: build/bench/litellm-prepare.log);
-# the benchmark checks it and, if that install failed, tries once more itself.
-bench: install system-deps
-	@mkdir -p build/bench
-	@$(BIN)/python loadtests/litellm_env.py > build/bench/litellm-prepare.log 2>&1 & \
-		$(MAKE) --no-print-directory build-demo; demo=$$?; wait; exit $$demo
+bench: install system-deps build-demo
 	$(BIN)/python loadtests/bench_overhead.py --engine
 
 # Longer runs CI does not need: locust scenarios with a noisy tenant (exit code from the
