@@ -135,6 +135,11 @@ class InternalError(ServerError):
     status = 500
     default_code = "internal_error"
 
+    @classmethod
+    def unexpected(cls) -> InternalError:
+        """What an unexpected error is answered with: never its own message."""
+        return cls("The server had an error processing your request.")
+
 
 def error_body(
     message: str, type_: str, param: str | None = None, code: str | None = None

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
-from gateway.errors import GatewayError, InvalidRequestError, error_body
+from gateway.errors import GatewayError, InternalError, InvalidRequestError, error_body
 
 __all__ = [
     "ErrorResponse",
@@ -188,11 +188,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        # A backstop: `RequestIdMiddleware` answers unexpected errors inside it the same way.
         log.exception("unhandled error", extra={"request_id": request.state.request_id})
-        body = error_body(
-            "The server had an error processing your request.",
-            "server_error",
-            None,
-            "internal_error",
-        )
-        return Response(orjson.dumps(body), status_code=500, media_type="application/json")
+        return error_response(InternalError.unexpected())

@@ -80,9 +80,7 @@ class RequestIdMiddleware:
             if started:
                 raise  # the server ends the response and logs it
             log.exception("unhandled error")
-            await send_error(
-                send_with_id, InternalError("The server had an error processing your request.")
-            )
+            await send_error(send_with_id, InternalError.unexpected())
         finally:
             request_id_var.reset(token)
 

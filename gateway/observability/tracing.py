@@ -44,7 +44,8 @@ _request_ctx: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
 _request_span: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
     "tunegate_trace_span", default=None
 )
-# The quick stages' summed milliseconds, set on the request span in one call when it ends.
+# The summed milliseconds of the stages that are not child spans, set on the request span in
+# one call when it ends.
 _stage_ms: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
     "tunegate_trace_stage_ms", default=None
 )
