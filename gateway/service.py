@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections import Counter
@@ -452,14 +453,23 @@ class Gateway:
                 self.tracing.record("generate", first)
 
     async def complete(self, request: EngineRequest, post: OutputPipeline) -> Completion:
-        """The whole answer, post-processed; stops the engine early when post-processing ends it."""
+        """The whole answer, post-processed; stops the engine early when post-processing ends it.
+
+        An engine that `answers_whole` (a remote server asked for the whole answer) sends one
+        output at the end: then only the whole-answer deadline applies, and a blocked answer is
+        known once it is finished."""
         parts: list[str] = []
         last: Output | None = None
         finish: str | None = None
+        whole = self.engine.answers_whole
+        if whole:
+            request = dataclasses.replace(request, whole=True)
         outputs = self.stream(request)
         loop = asyncio.get_running_loop()
         total_deadline = loop.time() + self.request_timeout_s
         first_deadline = min(self.first_token_timeout_s, self.request_timeout_s)
+        if whole:
+            first_deadline = self.request_timeout_s
         try:
             async with asyncio.timeout(first_deadline) as t:
                 async for out in outputs:
@@ -472,7 +482,7 @@ class Gateway:
                         finish = step.finish_reason
                         break
         except TimeoutError:
-            raise self.deadline_error(first=last is None) from None
+            raise self.deadline_error(first=last is None and not whole) from None
         finally:
             await outputs.aclose()  # aborts the engine request if it is still running
         if last is None or (finish is None and last.finish_reason is None):

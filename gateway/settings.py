@@ -39,6 +39,9 @@ class EngineSettings(BaseModel):
     pool_connect_timeout_s: float = Field(2.0, gt=0)
     pool_read_timeout_s: float = Field(300.0, gt=0, description="longest wait between chunks")
     pool_connections: int = Field(256, ge=1, description="keep-alive connections per server")
+    pool_whole_answers: bool = Field(
+        True, description="ask a server for the whole answer when the client does not stream"
+    )
 
 
 class Settings(BaseSettings):

@@ -43,9 +43,10 @@ class MockVLLM:
         self.adapters: dict[str, str] = {}
         self.healthy = True
         self.fail_status: int | None = None  # answer generation with this status
-        self.drop_after: int | None = None  # cut streams after this many chunks
+        self.drop_after: int | None = None  # cut streams after this many chunks (whole: the body)
         self.served: list[str] = []  # the model of every generation request
         self.last_headers: dict[str, str] = {}
+        self.last_request: dict[str, Any] = {}
         self.running = 0
         self._ids = itertools.count()
 
@@ -102,7 +103,8 @@ class MockVLLM:
             await _send(send, 200, b"Success", b"text/plain")
         elif path in ("/v1/completions", "/v1/chat/completions") and method == "POST":
             self.last_headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-            await self._generate(send, orjson.loads(body), chat=path.endswith("chat/completions"))
+            self.last_request = orjson.loads(body)
+            await self._generate(send, self.last_request, chat=path.endswith("chat/completions"))
         else:
             await _send(send, 404, orjson.dumps({"error": {"message": "Not Found"}}))
 
@@ -141,6 +143,10 @@ class MockVLLM:
         created = int(time.time())
         obj = "chat.completion" if chat else "text_completion"
         if not req.get("stream"):
+            if self.drop_after is not None:  # the headers go out, then the server cuts the body
+                start = {"type": "http.response.start", "status": 200}
+                await send({**start, "headers": [(b"content-length", b"100")]})
+                raise ConnectionResetError("dropped by the mock")
             text = "".join(f" w{i}" for i in range(n))
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
             if chat:

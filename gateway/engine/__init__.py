@@ -15,6 +15,9 @@ class Engine(Protocol):
 
     on_evict: Callable[[Adapter], None]  # told when the engine drops an adapter to make room
     on_load: Callable[[Adapter, float], None]  # told when an adapter is loaded, and how long
+    # True when a request marked `whole` is answered in one output (a remote server asked for
+    # the whole answer): the gateway then has no first output to time before the last.
+    answers_whole: bool
 
     @property
     def ready(self) -> bool: ...

@@ -10,9 +10,10 @@ its adapter budget. Those control endpoints are only ever called by the gateway.
 Routing: a healthy server that already holds the tune and is under the saturation bound, the
 least busy first; otherwise the tune is loaded on the least busy healthy server. A request that
 has not received its first byte is retried once on another server after a connect error or a
-502/503 — never after a 4xx, never once streaming has begun. Generation always streams from the
-server (the gateway then answers streamed or whole), over pooled keep-alive connections, and
-each chunk is parsed once with orjson.
+502/503 — never after a 4xx, never once the server has begun answering. A request the client
+wants whole is asked of the server whole (one body to parse instead of one event per token;
+`pool_whole_answers`); the rest stream, over pooled keep-alive connections, each chunk parsed
+once with orjson (`pool_wire.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from gateway.engine.pool_wire import (
+    UpstreamError,
+    message,
+    read_stream,
+    read_whole,
+    request_body,
+    vllm_load,
+)
 from gateway.engine.prompts import PromptRenderer, RendersPrompts
 from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
 from gateway.errors import (
@@ -37,21 +46,12 @@ from gateway.errors import (
     EngineUnavailableError,
     GatewayError,
     InvalidRequestError,
-    ServerError,
 )
 from gateway.settings import EngineSettings
 
 __all__ = ["RemoteVLLMPool", "UpstreamError"]
 
 log = logging.getLogger(__name__)
-FINISHES = ("stop", "length")
-
-
-class UpstreamError(ServerError):
-    """An engine server failed in a way the client can do nothing about."""
-
-    status = 502
-    default_code = "upstream_error"
 
 
 class _Retry(Exception):
@@ -87,6 +87,7 @@ class RemoteVLLMPool(RendersPrompts):
         if not settings.pool_urls and not settings.pool_dns:
             raise ValueError("the pool engine needs TUNEGATE_ENGINE__POOL_URLS or __POOL_DNS")
         self.settings = settings
+        self.answers_whole = settings.pool_whole_answers
         self.servers: dict[str, Server] = {
             u.rstrip("/"): Server(u.rstrip("/")) for u in settings.pool_urls
         }
@@ -214,7 +215,7 @@ class RemoteVLLMPool(RendersPrompts):
         with contextlib.suppress(Exception):  # load figures are a nicety, not a health signal
             async with self._session.get(f"{server.url}/metrics", timeout=timeout) as r:
                 text = (await r.read()).decode()
-            server.running, server.waiting, server.kv_cache_usage = _vllm_load(text)
+            server.running, server.waiting, server.kv_cache_usage = vllm_load(text)
 
     # -- adapters ------------------------------------------------------------------------------
 
@@ -400,30 +401,6 @@ class RemoteVLLMPool(RendersPrompts):
             headers={"Retry-After": "2"},
         )
 
-    def _body(self, request: EngineRequest) -> bytes:
-        body: dict[str, Any] = {
-            "model": request.adapter.name if request.adapter else self.settings.served_model_name,
-            "prompt": request.prompt_token_ids,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "presence_penalty": request.presence_penalty,
-            "frequency_penalty": request.frequency_penalty,
-            "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-        }
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if request.structured:
-            body["structured_outputs"] = request.structured
-        if request.logit_bias:
-            body["logit_bias"] = {str(k): v for k, v in request.logit_bias.items()}
-        if request.cache_salt:
-            body["cache_salt"] = request.cache_salt
-        return orjson.dumps(body)
-
     async def _from_server(self, server: Server, request: EngineRequest) -> AsyncIterator[Output]:
         import aiohttp
 
@@ -434,8 +411,11 @@ class RemoteVLLMPool(RendersPrompts):
         name = request.adapter.name if request.adapter else ""
         server.inflight += 1
         server.busy[name] = server.busy.get(name, 0) + 1
+        # A whole answer's first byte comes when it is finished: the caller's deadline bounds it.
+        whole = request.whole and self.answers_whole
         timeout = aiohttp.ClientTimeout(
-            sock_connect=s.pool_connect_timeout_s, sock_read=s.pool_read_timeout_s
+            sock_connect=s.pool_connect_timeout_s,
+            sock_read=None if whole else s.pool_read_timeout_s,
         )
         response = None
         streaming = drained = False
@@ -443,7 +423,7 @@ class RemoteVLLMPool(RendersPrompts):
             try:
                 response = await self._session.post(
                     f"{server.url}/v1/completions",
-                    data=self._body(request),
+                    data=request_body(request, s.served_model_name, whole=whole),
                     headers=headers,
                     timeout=timeout,
                 )
@@ -455,39 +435,11 @@ class RemoteVLLMPool(RendersPrompts):
                 await self._refuse(server, request, response)
             streaming = True
             prompt_tokens = len(request.prompt_token_ids)
-            completion = 0
-            finished = False
-            pending = b""
-            # Whatever arrived in one read becomes one output: events that came together are
-            # relayed together, so a burst of tokens costs one pass through the pipeline.
-            async for data in response.content.iter_any():
-                *lines, pending = (pending + data).split(b"\n")
-                texts: list[str] = []
-                finish = None
-                for line in lines:
-                    if not line.startswith(b"data: "):
-                        continue
-                    payload = line[6:].strip()
-                    if payload == b"[DONE]":
-                        continue  # read on to the end, so the connection goes back to the pool
-                    event = orjson.loads(payload)
-                    if "error" in event:
-                        raise UpstreamError(_message(event, "The engine server failed mid-answer."))
-                    usage = event.get("usage")
-                    if usage:
-                        prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
-                        completion = usage.get("completion_tokens", completion)
-                    for choice in event.get("choices") or ():
-                        reason = choice.get("finish_reason")
-                        if reason is not None and reason not in FINISHES:
-                            raise UpstreamError(f"The engine server ended the answer ({reason}).")
-                        texts.append(choice.get("text") or "")
-                        finish = finish or reason
-                if texts and not finished:
-                    finished = finish is not None
-                    yield Output("".join(texts), completion, prompt_tokens, finish)
-            if not finished:
-                raise UpstreamError("The engine server ended the stream before the answer did.")
+            if whole:
+                yield read_whole(await response.read(), prompt_tokens)
+            else:
+                async for out in read_stream(response.content.iter_any(), prompt_tokens):
+                    yield out
             drained = True
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if not streaming:
@@ -517,31 +469,7 @@ class RemoteVLLMPool(RendersPrompts):
             # The server lost the tune (a restart): forget it there, load it again, retry.
             server.adapters.pop(request.adapter.name, None)
             raise _Retry("adapter missing")
-        message = _message(detail, f"The engine server answered {status}.")
+        text = message(detail, f"The engine server answered {status}.")
         if 400 <= status < 500:
-            raise InvalidRequestError(message, code="upstream_rejected")
-        raise UpstreamError(message)
-
-
-def _message(body: Any, default: str) -> str:
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"][:500]
-        if isinstance(body.get("message"), str):
-            return body["message"][:500]
-    return default
-
-
-def _vllm_load(text: str) -> tuple[int, int, float]:
-    """Running and waiting requests and KV cache usage from a vLLM server's `/metrics`."""
-    running = waiting = 0.0
-    kv = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:num_requests_running{"):
-            running += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("vllm:num_requests_waiting{"):
-            waiting += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("vllm:kv_cache_usage_perc{"):
-            kv = max(kv, float(line.rsplit(" ", 1)[1]))
-    return int(running), int(waiting), kv
+            raise InvalidRequestError(text, code="upstream_rejected")
+        raise UpstreamError(text)

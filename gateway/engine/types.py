@@ -36,6 +36,7 @@ class EngineRequest:
     trace_headers: dict[str, str] | None = None  # W3C trace context for a remote engine
     logit_bias: dict[int, float] | None = None
     cache_salt: str | None = None  # set by the gateway per tenant, never by a client
+    whole: bool = False  # only the finished answer is wanted: one output may carry all of it
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ class AdapterLoadError(InvalidRequestError):
 class VLLMEngine(RendersPrompts):
     """Owns one `AsyncLLM`. Only this module imports vLLM."""
 
+    answers_whole = False  # outputs come step by step from the scheduler at no extra cost
+
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self._llm: Any = None

@@ -21,6 +21,8 @@ ADMIN = "admin-test-token"
 class EchoEngine:
     """Engine double: 'tokens' are words; the answer names the adapter and echoes the prompt."""
 
+    answers_whole = False
+
     def __init__(self, max_model_len: int = 64) -> None:
         self.ready = True
         self.max_model_len = max_model_len

@@ -310,3 +310,69 @@ async def test_a_server_that_stops_accepting_connections_is_a_504(servers, make_
         for c in fillers:
             c.close()
         listener.close()
+
+
+async def test_a_whole_request_is_asked_whole_and_comes_as_one_output(servers, make_pool):
+    """Whole (`pool_whole_answers`, the default): one body to parse, usage from it. Off: the
+    same request streams."""
+    pool = await make_pool([servers[0].url])
+    outs = [o async for o in pool.stream(request(None, whole=True))]
+    assert servers[0].mock.last_request["stream"] is False
+    assert [(o.text, o.finish_reason, o.completion_tokens, o.prompt_tokens) for o in outs] == [
+        (" w0 w1 w2 w3 w4 w5", "length", 6, 3)
+    ]
+    off = await make_pool([servers[0].url], pool_whole_answers=False)
+    outs = [o async for o in off.stream(request(None, whole=True))]
+    assert servers[0].mock.last_request["stream"] is True
+    assert "".join(o.text for o in outs) == " w0 w1 w2 w3 w4 w5"
+
+
+async def test_a_whole_answer_the_server_cuts_is_a_502_never_retried(servers, make_pool):
+    pool = await make_pool([servers[0].url, servers[1].url])
+    for s in servers:
+        s.mock.drop_after = 0
+    before = sum(len(s.mock.served) for s in servers)
+    with pytest.raises(UpstreamError):
+        async for _ in pool.stream(request(None, whole=True)):
+            pass
+    assert sum(len(s.mock.served) for s in servers) == before + 1
+
+
+async def test_whole_answers_through_the_gateway(servers, demo_build, tmp_path):
+    """A non-streamed client request is asked of the server whole; a streamed one streams. A
+    whole answer has only the whole-answer deadline: a slow answer inside it is served even past
+    the first-token deadline, and one past it is a 504."""
+    import httpx
+
+    from gateway.api import create_app
+    from tests.api.conftest import auth, write_config
+
+    base = write_config(tmp_path)
+    engine = RemoteVLLMPool(settings(demo_build, [servers[0].url], served_model_name="test-base"))
+    update = {"engine": engine.settings, "first_token_timeout_s": 0.2, "request_timeout_s": 1.0}
+    app = create_app(base.model_copy(update=update), engine=engine)
+    body = {"model": "support", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+    mock = servers[0].mock
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
+    ):
+        for _ in range(100):  # the engine starts in the background
+            if (await c.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        r = await c.post("/v1/chat/completions", json=body, headers=auth())
+        assert r.status_code == 200 and mock.last_request["stream"] is False
+        assert r.json()["choices"][0]["message"]["content"] == " w0 w1 w2 w3 w4 w5"
+        assert r.json()["usage"]["completion_tokens"] == 6
+        r = await c.post("/v1/chat/completions", json={**body, "stream": True}, headers=auth())
+        assert r.status_code == 200 and mock.last_request["stream"] is True
+        assert r.text.count("data: ") > 3 and r.text.endswith("data: [DONE]\n\n")
+        mock.delay_s = 0.4  # past the first-token deadline, inside the whole-answer one
+        r = await c.post("/v1/chat/completions", json=body, headers=auth())
+        assert r.status_code == 200
+        mock.delay_s = 1.5  # past the whole-answer deadline
+        r = await c.post("/v1/chat/completions", json=body, headers=auth())
+        assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
+        assert "1 s" in r.json()["error"]["message"]
+        mock.delay_s = 0.0
