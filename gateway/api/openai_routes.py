@@ -201,12 +201,16 @@ async def _answer(
     try:
         if not stream:
             c = await until_disconnect(request.receive, gw.complete(ereq, post))
-            await admission.finish(c.prompt_tokens + c.completion_tokens)
             t.first_token()
             t.tokens(c.prompt_tokens, c.completion_tokens)
             t.answer_text = c.text
             t.done(200, finish_reason=c.finish_reason)
-            await t.durable()  # a 2xx goes out only once its audit record is committed
+            # The slot and unused tokens go back while the audit record commits: two waits at once.
+            release = asyncio.ensure_future(admission.finish(c.prompt_tokens + c.completion_tokens))
+            try:
+                await t.durable()  # a 2xx goes out only once its audit record is committed
+            finally:
+                await release
             make = render.chat_body if chat else render.completion_body
             return _json(make(ereq.request_id, created, resolved.model, c), admission.headers)
         outputs = gw.stream(ereq).__aiter__()
