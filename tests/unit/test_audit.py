@@ -44,6 +44,24 @@ async def test_torn_last_line_is_cut_on_restart(tmp_path):
     assert result.ok and result.records == 5, result.message
 
 
+async def test_the_head_is_rewritten_in_place_at_a_fixed_width(tmp_path):
+    """One `pwrite` per commit: the head stays one padded JSON object, and a longer head left
+    by an earlier version is cut to the width on the next commit."""
+    from gateway.audit.chain import record_hash
+    from gateway.audit.file_sink import HEAD, HEAD_BYTES
+
+    await write_records(tmp_path, 3)
+    head = tmp_path / HEAD
+    assert len(head.read_bytes()) == HEAD_BYTES
+    last = audit_files(tmp_path)[-1].read_bytes().splitlines()[-1]
+    assert orjson.loads(head.read_bytes()) == {"seq": 3, "hash": record_hash(last)}
+    head.write_bytes(orjson.dumps({"seq": 3, "hash": record_hash(last)}) + b" " * 300)
+    await write_records(tmp_path, 1)
+    assert len(head.read_bytes()) == HEAD_BYTES and orjson.loads(head.read_bytes())["seq"] == 4
+    result = verify_path(tmp_path)
+    assert result.ok and result.records == 4, result.message
+
+
 def tamper(folder, fn):
     f = audit_files(folder)[0]
     lines = f.read_bytes().splitlines()
