@@ -436,11 +436,13 @@ class RemoteVLLMPool(RendersPrompts):
             streaming = True
             prompt_tokens = len(request.prompt_token_ids)
             if whole:
-                yield read_whole(await response.read(), prompt_tokens)
+                out = read_whole(await response.read(), prompt_tokens)
+                drained = True  # read to the end: the connection goes back to the pool
+                yield out
             else:
                 async for out in read_stream(response.content.iter_any(), prompt_tokens):
                     yield out
-            drained = True
+                drained = True
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if not streaming:
                 raise _Retry(f"connect: {type(exc).__name__}", unhealthy=True) from None
