@@ -109,6 +109,7 @@ def test_installed_behind_the_otlp_http_exporter():
     from opentelemetry.exporter.otlp.proto.http import trace_exporter
 
     before = trace_exporter.encode_spans
+    trace_exporter.encode_spans = sdk_encode  # as imported, before any gateway set tracing up
     try:
         assert install() is True
         assert trace_exporter.encode_spans is encode_spans
