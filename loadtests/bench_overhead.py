@@ -859,7 +859,8 @@ def report(
         f"Besides the gateway's own CPU, each of its requests cost {fmt(redis_us, 0)} µs in "
         f"redis-server; the upstream mock used {fmt(cpu['gateway'].get('upstream', math.nan), 0)} "  # type: ignore[union-attr]
         f"µs per request behind the gateway and {fmt(cpu['bare'].get('upstream', math.nan), 0)} "  # type: ignore[union-attr]
-        "behind the bare relay (the gateway streams every generation from the upstream).",
+        "behind the bare relay (the gateway streams from the upstream only when its client "
+        "streams).",
     ]
     chunk_note = "; ".join(
         f"{streams_of(c)}: gateway {s['gateway']['chunks']:.0f}, direct {s['direct']['chunks']:.0f}"
