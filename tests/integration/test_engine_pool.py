@@ -5,10 +5,12 @@ retries before the first byte and never after it, DNS discovery."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -222,20 +224,19 @@ async def test_trace_context_is_passed_on(servers, make_pool):
     assert servers[0].mock.last_headers["traceparent"] == tp
 
 
-async def test_gateway_over_the_pool_ends_a_dropped_stream_with_an_error(
-    servers, demo_build, tmp_path
-):
-    """Through the whole gateway: upstream errors become the OpenAI envelope, and a stream the
-    server drops ends with an error event, never a false `[DONE]`."""
+@contextlib.asynccontextmanager
+async def gateway_over(
+    server: Served, demo_build: Path, tmp_path: Path, **update: object
+) -> AsyncIterator[Any]:
+    """A whole gateway (test config, these settings) in front of one server, once ready."""
     import httpx
 
     from gateway.api import create_app
-    from tests.api.conftest import auth, write_config
+    from tests.api.conftest import write_config
 
     base = write_config(tmp_path)
-    engine = RemoteVLLMPool(settings(demo_build, [servers[0].url], served_model_name="test-base"))
-    app = create_app(base.model_copy(update={"engine": engine.settings}), engine=engine)
-    body = {"model": "support", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+    engine = RemoteVLLMPool(settings(demo_build, [server.url], served_model_name="test-base"))
+    app = create_app(base.model_copy(update={"engine": engine.settings, **update}), engine=engine)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
@@ -244,6 +245,18 @@ async def test_gateway_over_the_pool_ends_a_dropped_stream_with_an_error(
             if (await c.get("/readyz")).status_code == 200:
                 break
             await asyncio.sleep(0.05)
+        yield c
+
+
+async def test_gateway_over_the_pool_ends_a_dropped_stream_with_an_error(
+    servers, demo_build, tmp_path
+):
+    """Through the whole gateway: upstream errors become the OpenAI envelope, and a stream the
+    server drops ends with an error event, never a false `[DONE]`."""
+    from tests.api.conftest import auth
+
+    body = {"model": "support", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+    async with gateway_over(servers[0], demo_build, tmp_path) as c:
         r = await c.post("/v1/chat/completions", json=body, headers=auth())
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].strip()
         servers[0].mock.drop_after = 2
@@ -342,25 +355,12 @@ async def test_whole_answers_through_the_gateway(servers, demo_build, tmp_path):
     """A non-streamed client request is asked of the server whole; a streamed one streams. A
     whole answer has only the whole-answer deadline: a slow answer inside it is served even past
     the first-token deadline, and one past it is a 504."""
-    import httpx
+    from tests.api.conftest import auth
 
-    from gateway.api import create_app
-    from tests.api.conftest import auth, write_config
-
-    base = write_config(tmp_path)
-    engine = RemoteVLLMPool(settings(demo_build, [servers[0].url], served_model_name="test-base"))
-    update = {"engine": engine.settings, "first_token_timeout_s": 0.2, "request_timeout_s": 1.0}
-    app = create_app(base.model_copy(update=update), engine=engine)
     body = {"model": "support", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
     mock = servers[0].mock
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
-    ):
-        for _ in range(100):  # the engine starts in the background
-            if (await c.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.05)
+    deadlines = {"first_token_timeout_s": 0.2, "request_timeout_s": 1.0}
+    async with gateway_over(servers[0], demo_build, tmp_path, **deadlines) as c:
         r = await c.post("/v1/chat/completions", json=body, headers=auth())
         assert r.status_code == 200 and mock.last_request["stream"] is False
         assert r.json()["choices"][0]["message"]["content"] == " w0 w1 w2 w3 w4 w5"
