@@ -1,10 +1,11 @@
 """Gateway (in-process vLLM, full pipeline) against vLLM's own OpenAI server, same demo model.
 
 Starts both servers on loopback, runs the same closed-loop load through each in interleaved
-rounds, and prints one markdown table: requests per second, p50/p99 latency and time to first
-token, with the gateway/direct ratio. Bounded in count and time; loopback only.
+rounds (each run once the servers are idle again), and prints one markdown table: requests per
+second, p50/p99 latency and time to first token, with the gateway/direct ratio. Bounded in time;
+loopback only.
 
-    .venv/bin/python loadtests/bench_engine.py [--rounds 3] [--requests 48] [--concurrency 1,8]
+    .venv/bin/python loadtests/bench_engine.py [--rounds 3] [--seconds 5] [--concurrency 1,8]
 """
 
 from __future__ import annotations
@@ -167,27 +168,62 @@ async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[
     return total, ttft if ttft is not None else total
 
 
-async def run_load(url: str, models: list[str], n: int, concurrency: int) -> dict[str, float]:
+async def run_load(
+    url: str, models: list[str], seconds: float, concurrency: int
+) -> dict[str, float]:
+    """A closed loop: `concurrency` clients, each sending its next request when the last one
+    ends, for `seconds`. Requests per second is concurrency / mean latency (Little's law for a
+    closed loop), so the run's edges (clients starting together, the last answers draining at
+    lower concurrency) do not weigh on it as they do on completed / wall time."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        queue = list(range(n))
         results: list[tuple[float, float]] = []
+        stop = time.perf_counter() + seconds
 
-        async def worker() -> None:
-            while queue:
-                i = queue.pop()
+        async def worker(w: int) -> None:
+            i = w
+            while time.perf_counter() < stop:
                 results.append(await one(client, url, models[i % len(models)], i))
+                i += concurrency
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
     lat = sorted(r[0] for r in results)
     return {
-        "rps": n / wall,
+        "rps": concurrency / statistics.fmean(lat),
         "p50": statistics.median(lat) * 1000,
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         "ttft": statistics.median(r[1] for r in results) * 1000,
+        "n": float(len(lat)),
     }
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu(groups: set[int]) -> float:
+    """CPU seconds used so far by every process in these process groups."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended
+        if int(fields[2]) in groups:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def settle(groups: set[int], most_s: float = 4.0) -> None:
+    """Wait until the servers are idle: vLLM's CPU engine busy-waits for a while after its last
+    step, and the next run must not share the cores with the one before."""
+    deadline = time.monotonic() + most_s
+    last = group_cpu(groups)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = group_cpu(groups)
+        if now - last < 0.05:  # under a fifth of a core over the last quarter second
+            return
+        last = now
 
 
 DIRECT: set[str] = set()  # URLs of vLLM's own server (its key, not a tenant key)
@@ -196,7 +232,7 @@ DIRECT: set[str] = set()  # URLs of vLLM's own server (its key, not a tenant key
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=48)
+    ap.add_argument("--seconds", type=float, default=4.0, help="one run's closed loop")
     ap.add_argument("--concurrency", default="1,8")
     ap.add_argument(
         "--rows",
@@ -210,7 +246,13 @@ def main() -> None:
         vl_url, vl = start_vllm()
         DIRECT.add(vl_url)
         pool_url, pool = start_gateway(Path(tmp) / "pool", vl_url, UPSTREAM_KEY)
+        groups = {gw.pid, vl.pid, pool.pid}  # each started in its own session
         try:
+            # Off the clock: each server's first batches of each size (the CPU kernels are made
+            # for a shape on first use) and every tune.
+            for url in (gw_url, vl_url, pool_url):
+                settle(groups)
+                asyncio.run(run_load(url, ["support", "legal", "extract"], 2.0, 8))
             rows = []
             for label, models in (
                 ("single tune", ["support"]),
@@ -220,8 +262,16 @@ def main() -> None:
                     figures: dict[str, list[dict[str, float]]] = {"gw": [], "vl": [], "pool": []}
                     for _ in range(args.rounds):  # interleaved rounds, medians reported
                         for name, url in (("gw", gw_url), ("vl", vl_url), ("pool", pool_url)):
+                            settle(groups)
                             figures[name].append(
-                                asyncio.run(run_load(url, models, args.requests, conc))
+                                asyncio.run(run_load(url, models, args.seconds, conc))
+                            )
+                            got = figures[name][-1]
+                            print(
+                                f"{label}, {conc} conn, {name}: {got['rps']:.2f} req/s, "
+                                f"p50 {got['p50']:.0f} ms, TTFT {got['ttft']:.0f} ms, "
+                                f"{got['n']:.0f} requests",
+                                file=sys.stderr,
                             )
                     med = {
                         k: {m: statistics.median(f[m] for f in v) for m in v[0]}

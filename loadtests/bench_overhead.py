@@ -934,11 +934,11 @@ def report(
     return "\n".join(lines)
 
 
-def engine_rows(rounds: int, requests: int) -> tuple[list[str], list[str]]:
+def engine_rows(rounds: int, seconds: float) -> tuple[list[str], list[str]]:
     """bench_engine.py (the real engine: in-process and pool mode against vLLM's own server),
     run after everything here has stopped, as rows for this table."""
     cmd = [sys.executable, "loadtests/bench_engine.py", "--rounds", str(rounds), "--rows"]
-    cmd += ["--requests", str(requests)]
+    cmd += ["--seconds", str(seconds)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         tail = " ".join(out.stderr.strip().splitlines()[-3:])
@@ -1073,7 +1073,7 @@ def main() -> None:
     engine = None
     if args.engine:
         log("the real engine: bench_engine.py")
-        engine = engine_rows(2 if not args.quick else 1, 32 if not args.quick else 8)
+        engine = engine_rows(2 if not args.quick else 1, 4.0 if not args.quick else 1.5)
     print(report(res, prof, with_ll, why_not, sys.argv[1:], load, engine))
     print(
         f"\nWall time: {time.monotonic() - install_done:.0f} s "
