@@ -43,7 +43,8 @@ def _serve(
     if settings.log_format == "json":
         _vllm_logs_as_json(log_config)
     try:
-        app = create_app(settings, on_stop=on_stop, drain_on_sigterm=True)  # validates the files
+        # create_app validates the config files: a bad one fails here
+        app = create_app(settings, on_stop=on_stop, drain_on_sigterm=True, freeze_heap=True)
     except ConfigError as exc:
         print(f"tunegate: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ rounds (each run once the servers are idle again), and prints one markdown table
 second, p50/p99 latency and time to first token, with the gateway/direct ratio. Bounded in time;
 loopback only.
 
-    .venv/bin/python loadtests/bench_engine.py [--rounds 3] [--seconds 5] [--concurrency 1,8]
+    .venv/bin/python loadtests/bench_engine.py [--rounds 3] [--seconds 3] [--concurrency 1,8]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) ->
 
 
 def start_gateway(
-    tmp: Path, pool_url: str | None = None, upstream_key: str | None = None
+    tmp: Path, pool_url: str | None = None, upstream_key: str | None = None, wait: bool = True
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """The gateway with its in-process engine, or (`pool_url`) in pool mode over a server."""
     from gateway.auth import hash_key
@@ -89,14 +89,15 @@ def start_gateway(
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{url}/readyz", proc)
+    if wait:
+        wait_ready(f"{url}/readyz", proc)
     return url, proc
 
 
 UPSTREAM_KEY = "tg-bench-upstream-loopback"
 
 
-def start_vllm() -> tuple[str, subprocess.Popen[bytes]]:
+def start_vllm(wait: bool = True) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     lora = [f"{n}={BUILD / 'adapters' / n}" for n in ("support", "legal", "extract")]
     cmd = [
@@ -142,7 +143,8 @@ def start_vllm() -> tuple[str, subprocess.Popen[bytes]]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{url}/health", proc)
+    if wait:
+        wait_ready(f"{url}/health", proc)
     return url, proc
 
 
@@ -232,7 +234,7 @@ DIRECT: set[str] = set()  # URLs of vLLM's own server (its key, not a tenant key
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=4.0, help="one run's closed loop")
+    ap.add_argument("--seconds", type=float, default=3.0, help="one run's closed loop")
     ap.add_argument("--concurrency", default="1,8")
     ap.add_argument(
         "--rows",
@@ -242,17 +244,25 @@ def main() -> None:
     )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        gw_url, gw = start_gateway(Path(tmp) / "inprocess")
-        vl_url, vl = start_vllm()
-        DIRECT.add(vl_url)
-        pool_url, pool = start_gateway(Path(tmp) / "pool", vl_url, UPSTREAM_KEY)
-        groups = {gw.pid, vl.pid, pool.pid}  # each started in its own session
+        started: list[subprocess.Popen[bytes]] = []
         try:
+            # The in-process gateway and vLLM's server start side by side (each loads a model).
+            gw_url, gw = start_gateway(Path(tmp) / "inprocess", wait=False)
+            started.append(gw)
+            vl_url, vl = start_vllm(wait=False)
+            started.append(vl)
+            wait_ready(f"{vl_url}/health", vl)
+            wait_ready(f"{gw_url}/readyz", gw)
+            DIRECT.add(vl_url)
+            pool_url, pool = start_gateway(Path(tmp) / "pool", vl_url, UPSTREAM_KEY, wait=False)
+            started.append(pool)
+            wait_ready(f"{pool_url}/readyz", pool)
+            groups = {gw.pid, vl.pid, pool.pid}  # each started in its own session
             # Off the clock: each server's first batches of each size (the CPU kernels are made
             # for a shape on first use) and every tune.
             for url in (gw_url, vl_url, pool_url):
                 settle(groups)
-                asyncio.run(run_load(url, ["support", "legal", "extract"], 2.0, 8))
+                asyncio.run(run_load(url, ["support", "legal", "extract"], 1.5, 8))
             rows = []
             for label, models in (
                 ("single tune", ["support"]),
@@ -279,7 +289,7 @@ def main() -> None:
                     }
                     rows.append((label, conc, med["gw"], med["vl"], med["pool"]))
         finally:
-            for proc in (gw, pool, vl):
+            for proc in started:
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=60)
     if args.rows:

@@ -24,6 +24,7 @@ from gateway.audit.file_sink import FileAuditSink
 from gateway.catalogue import TuneCatalogue
 from gateway.engine import Adapter, Engine
 from gateway.errors import GatewayError
+from gateway.heap import freeze_startup_heap, thaw_heap
 from gateway.limits import Limiter
 from gateway.observability import Metrics
 from gateway.observability.metrics import multiprocess_dir
@@ -96,9 +97,12 @@ def create_app(
     tracing: Tracing | None = None,
     on_stop: Callable[[], None] | None = None,
     drain_on_sigterm: bool = False,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the gateway app. Config files are validated here, so a bad file fails fast.
-    `drain_on_sigterm` (set by `tunegate serve`): SIGTERM drains before uvicorn stops."""
+    Set by `tunegate serve`: `drain_on_sigterm`, SIGTERM drains before uvicorn stops;
+    `freeze_heap`, once the engine has started, what start-up left is frozen out of the garbage
+    collector's full collections (`gateway.heap`)."""
     catalogue = TuneCatalogue.load(settings.tunes_dir, settings.engine.served_model_name)
 
     def reload_policy() -> PolicySet:
@@ -165,6 +169,8 @@ def create_app(
                 gateway.engine_failure = type(exc).__name__
                 log.exception("engine failed to start")
                 return False
+            if freeze_heap:
+                freeze_startup_heap()
             return True
 
         # A remote pool starts in a second or two: this process takes no connection before it
@@ -189,6 +195,8 @@ def create_app(
                     await gateway.engine.stop()
                 try:
                     await gateway.engine.start(warm)
+                    if freeze_heap:
+                        freeze_startup_heap()  # the new engine's client
                     log.warning("the engine is serving again")
                 except Exception as exc:
                     gateway.engine_failure = type(exc).__name__
@@ -219,6 +227,8 @@ def create_app(
                 await asyncio.wait_for(asyncio.to_thread(tracing.shutdown), 5)
             if on_stop is not None:  # what the caller started beside the gateway
                 await asyncio.to_thread(on_stop)
+            if freeze_heap:
+                thaw_heap()
             if multiprocess_dir():  # this worker's live gauges stop counting
                 from prometheus_client import multiprocess
 

@@ -11,4 +11,4 @@ __all__ = ["app_from_env"]
 
 
 def app_from_env() -> FastAPI:
-    return create_app(Settings(), drain_on_sigterm=True)
+    return create_app(Settings(), drain_on_sigterm=True, freeze_heap=True)

@@ -441,6 +441,8 @@ def test_secret_canary_in_the_live_gateway_log(live_gateway):
             continue
     assert len(records) > 10
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    (frozen,) = [r for r in records if r["message"] == "start-up heap frozen"]
+    assert frozen["objects"] > 100_000  # torch, transformers, vLLM's client: out of full GCs
     finished = [r for r in records if r["message"] == "request finished"]
     assert any(r.get("request_id") == "canary-1" and r["status"] == 200 for r in finished)
     assert all(r.get("request_id") for r in finished)
