@@ -87,6 +87,21 @@ def test_spans_the_sdk_makes_encode_the_same():
     same([])
 
 
+def test_a_long_batch_lets_other_threads_have_the_interpreter_lock(monkeypatch):
+    """Every `YIELD_EVERY` spans the encoder sleeps, so the event loop is not held off for a
+    whole batch; the bytes stay the SDK's."""
+    from gateway.observability import otlp_encode
+
+    slept: list[float] = []
+    monkeypatch.setattr(otlp_encode.time, "sleep", slept.append)
+    spans = made_spans() * 5  # 50 spans
+    same(spans)
+    assert slept == [otlp_encode.YIELD_S] * (len(spans) // otlp_encode.YIELD_EVERY)
+    slept.clear()
+    encode_spans(spans[: otlp_encode.YIELD_EVERY - 1])
+    assert slept == []  # a short batch goes through without a pause
+
+
 def test_values_only_hand_made_spans_carry_encode_the_same(caplog):
     span = ReadableSpan(
         "odd",
