@@ -148,14 +148,33 @@ def start_vllm(wait: bool = True) -> tuple[str, subprocess.Popen[bytes]]:
     return url, proc
 
 
+SCHEMAS: dict[str, dict[str, object]] = {}  # a tune's JSON schema, where its format has one
+
+
+def tune_schemas() -> dict[str, dict[str, object]]:
+    """The gateway enforces a tune's JSON schema with the engine's structured outputs; each
+    request names it as its `response_format`, so vLLM's own server does the same work."""
+    from gateway.catalogue import TuneCatalogue
+
+    catalogue = TuneCatalogue.load(ROOT / "tunes", "tunegate-demo-base")
+    return {
+        tune.name: tune.format.json_schema
+        for tune in catalogue
+        if tune.format is not None and tune.format.json_schema is not None
+    }
+
+
 async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[float, float]:
-    body = {
+    body: dict[str, object] = {
         "model": model,
         "temperature": 0,
         "max_tokens": 48,
         "stream": True,
         "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
     }
+    if model in SCHEMAS:
+        schema = {"name": model, "schema": SCHEMAS[model]}
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
     start = time.perf_counter()
     ttft = None
     key = UPSTREAM_KEY if url in DIRECT else KEY
@@ -243,6 +262,7 @@ def main() -> None:
         "ratio) instead of this script's own table",
     )
     args = ap.parse_args()
+    SCHEMAS.update(tune_schemas())
     with tempfile.TemporaryDirectory() as tmp:
         started: list[subprocess.Popen[bytes]] = []
         try:
