@@ -23,6 +23,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_overhead import tree_cpu_s  # a sibling script, not a package module
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "demo"
 KEY = "tg-bench-key-loopback"
@@ -218,30 +221,19 @@ async def run_load(
     }
 
 
-TICK = os.sysconf("SC_CLK_TCK")
+def servers_cpu_s(roots: set[int]) -> float:
+    """CPU seconds used so far by these servers and every process they started."""
+    return sum(tree_cpu_s(root) for root in roots)
 
 
-def group_cpu(groups: set[int]) -> float:
-    """CPU seconds used so far by every process in these process groups."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # the process ended
-        if int(fields[2]) in groups:
-            total += int(fields[11]) + int(fields[12])
-    return total / TICK
-
-
-def settle(groups: set[int], most_s: float = 4.0) -> None:
+def settle(roots: set[int], most_s: float = 4.0) -> None:
     """Wait until the servers are idle: vLLM's CPU engine busy-waits for a while after its last
     step, and the next run must not share the cores with the one before."""
     deadline = time.monotonic() + most_s
-    last = group_cpu(groups)
+    last = servers_cpu_s(roots)
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        now = group_cpu(groups)
+        now = servers_cpu_s(roots)
         if now - last < 0.05:  # under a fifth of a core over the last quarter second
             return
         last = now
@@ -277,11 +269,11 @@ def main() -> None:
             pool_url, pool = start_gateway(Path(tmp) / "pool", vl_url, UPSTREAM_KEY, wait=False)
             started.append(pool)
             wait_ready(f"{pool_url}/readyz", pool)
-            groups = {gw.pid, vl.pid, pool.pid}  # each started in its own session
+            roots = {gw.pid, vl.pid, pool.pid}
             # Off the clock: each server's first batches of each size (the CPU kernels are made
             # for a shape on first use) and every tune.
             for url in (gw_url, vl_url, pool_url):
-                settle(groups)
+                settle(roots)
                 asyncio.run(run_load(url, ["support", "legal", "extract"], 1.5, 8))
             rows = []
             for label, models in (
@@ -292,7 +284,7 @@ def main() -> None:
                     figures: dict[str, list[dict[str, float]]] = {"gw": [], "vl": [], "pool": []}
                     for _ in range(args.rounds):  # interleaved rounds, medians reported
                         for name, url in (("gw", gw_url), ("vl", vl_url), ("pool", pool_url)):
-                            settle(groups)
+                            settle(roots)
                             figures[name].append(
                                 asyncio.run(run_load(url, models, args.seconds, conc))
                             )

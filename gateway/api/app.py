@@ -155,6 +155,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm: list[Adapter] = []
 
+        async def start_and_freeze() -> None:
+            await gateway.engine.start(warm)
+            if freeze_heap:  # what start-up left (the engine's client too), out of full GCs
+                freeze_startup_heap()
+
         async def first_start() -> bool:
             for tune in catalogue:
                 try:
@@ -164,13 +169,11 @@ def create_app(
                     continue
                 warm.append(adapter_of(tune))
             try:
-                await gateway.engine.start(warm)
+                await start_and_freeze()
             except Exception as exc:
                 gateway.engine_failure = type(exc).__name__
                 log.exception("engine failed to start")
                 return False
-            if freeze_heap:
-                freeze_startup_heap()
             return True
 
         # A remote pool starts in a second or two: this process takes no connection before it
@@ -194,9 +197,7 @@ def create_app(
                 with contextlib.suppress(Exception):
                     await gateway.engine.stop()
                 try:
-                    await gateway.engine.start(warm)
-                    if freeze_heap:
-                        freeze_startup_heap()  # the new engine's client
+                    await start_and_freeze()
                     log.warning("the engine is serving again")
                 except Exception as exc:
                     gateway.engine_failure = type(exc).__name__
