@@ -25,7 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.auth import new_key
 from gateway.demo_pool import vllm_server_command, vllm_server_env
 from gateway.settings import EngineSettings
-from tests.e2e.conftest import BUILD, ROOT, free_port, gateway_process, write_setup
+from tests.e2e.conftest import (
+    BUILD,
+    ROOT,
+    free_port,
+    gateway_process,
+    run_in_background,
+    write_setup,
+)
 
 pytestmark = pytest.mark.e2e
 UPSTREAM_KEY = "upstream-" + new_key()
@@ -49,6 +56,7 @@ class VLLMServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        run_in_background(self.proc.pid)
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
