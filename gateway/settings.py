@@ -28,6 +28,9 @@ class EngineSettings(BaseModel):
     kv_cache_gib: float = Field(1.0, gt=0)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     enforce_eager: bool = True
+    process_nice: int = Field(
+        10, ge=0, le=19, description="how much nicer the in-process engine's processes run"
+    )
     seed: int = 0
     # Pool mode: the servers, as URLs or a headless Service's `host:port` resolved to its pods.
     pool_urls: list[str] = Field(default_factory=list)

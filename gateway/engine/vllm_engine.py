@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from gateway.engine.process_priority import lower_children
 from gateway.engine.prompts import PromptRenderer, RendersPrompts
 from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
 from gateway.errors import EngineUnavailableError, InvalidRequestError
@@ -84,6 +85,7 @@ class VLLMEngine(RendersPrompts):
         self._llm = await asyncio.to_thread(
             AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self._scheduler)]
         )
+        lower_children(s.process_nice)  # its processes exist now; the event loop comes first
         await self._warm(warm_adapters)
         self._ready = True
         log.info("engine ready", extra={"adapters": [a.name for a in warm_adapters]})

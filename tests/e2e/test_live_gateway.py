@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -466,6 +467,22 @@ def test_secret_canary_in_the_live_gateway_log(live_gateway):
     assert all(r.get("request_id") for r in finished)
     gateway_lines = [ln for ln in log.splitlines() if '"logger": "gateway' in ln]
     assert gateway_lines and all(ln.startswith("{") for ln in gateway_lines)
+
+
+def test_engine_processes_run_nicer_than_the_gateway(live_gateway):
+    """The engine core and its worker spin between steps; the event loop must come first."""
+    import psutil
+
+    assert live_gateway.proc is not None
+    gateway = psutil.Process(live_gateway.proc.pid)
+    own = os.getpriority(os.PRIO_PROCESS, gateway.pid)
+    engine = [p for p in gateway.children(recursive=True) if p.name().startswith("VLLM::")]
+    names = " ".join(p.name() for p in engine)
+    assert "VLLM::EngineCor" in names and "VLLM::Worker" in names, names
+    for proc in engine:
+        nices = {os.getpriority(os.PRIO_PROCESS, t.id) for t in proc.threads()}
+        assert nices == {min(19, own + 10)}, (proc.name(), nices)
+    assert os.getpriority(os.PRIO_PROCESS, gateway.pid) == own
 
 
 def test_dashboard_panels_fill_from_real_traffic(live_gateway, tmp_path):
