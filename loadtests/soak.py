@@ -52,6 +52,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from background import run_in_background
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "demo"
 TUNES = ("support", "legal", "extract")
@@ -189,6 +192,7 @@ def start_gateway(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    run_in_background(proc.pid)  # redis-server and the clients come first on the CPU
     return f"http://127.0.0.1:{port}", proc, log_path
 
 

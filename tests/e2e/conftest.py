@@ -6,7 +6,6 @@ started on free loopback ports with their own tenants and keys.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -22,11 +21,11 @@ import httpx
 import pytest
 
 from gateway.auth import hash_key, new_key
+from loadtests.background import run_in_background
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "demo"
 READY_TIMEOUT_S = 300
-BACKGROUND_NICE = 10
 LIVE_DEFAULT = """default:
   safety:
     input: [{id: secrets-in, kind: api_key, action: block}]
@@ -99,21 +98,6 @@ def catalogue_copy(dest: Path) -> Path:
         )
         (target / "tune.yaml").write_text(text)
     return dest
-
-
-def run_in_background(pid: int) -> None:
-    """Let the test and its CLI calls come first on the CPU over a server under test.
-
-    vLLM's CPU engine keeps its processes runnable (it spins on its queues between steps), and
-    the servers run in their own sessions. On a 2-core machine a short CLI call then waited in
-    the run queue for seconds, once for over 180 s. The server gets nice 10, which the engine
-    processes it spawns later inherit, and where the kernel shares the CPU between sessions
-    (autogroup) its session's group gets nice 10 too.
-    """
-    with contextlib.suppress(ProcessLookupError):  # it exited at once: wait_ready says why
-        os.setpriority(os.PRIO_PROCESS, pid, BACKGROUND_NICE)
-    with contextlib.suppress(OSError):  # no autogroup in this kernel, or not ours to change
-        Path(f"/proc/{pid}/autogroup").write_text(str(BACKGROUND_NICE))
 
 
 def policy_text(keys: dict[str, str], extra: str = "", default: str = "") -> str:

@@ -25,12 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.auth import new_key
 from gateway.demo_pool import vllm_server_command, vllm_server_env
 from gateway.settings import EngineSettings
+from loadtests.background import run_in_background
 from tests.e2e.conftest import (
     BUILD,
     ROOT,
     free_port,
     gateway_process,
-    run_in_background,
     write_setup,
 )
 
