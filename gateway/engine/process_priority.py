@@ -2,11 +2,11 @@
 
 vLLM's CPU engine runs in child processes (the engine core, and its worker) that stay runnable
 while they wait for each other: they spin on their shared-memory queues for a second after each
-step. On a machine with few cores the gateway's event loop then waited behind them for hundreds
-of milliseconds at a time, long enough for a Redis call to pass its deadline and a request to be
-refused with a 503. Once the engine has started, every thread of every process under the gateway
-gets a nice value `by` above the gateway's own, so the event loop comes first and the engine
-takes the rest.
+step. On a machine with few cores the gateway's event loop shared the CPU with them as an equal.
+Once the engine has started, every thread of every process under the gateway gets a nice value
+`by` above the gateway's own, so the event loop comes first and the engine takes the rest: on
+two cores beside engine traffic, `/v1/models` answered in p90 4.3-4.9 ms instead of 6.0-6.6, p99
+9.6-9.8 instead of 11.5-12.9, engine throughput unchanged within the benchmark's noise.
 """
 
 from __future__ import annotations

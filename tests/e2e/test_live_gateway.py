@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import orjson
+import psutil
 import pytest
 
 from tests.e2e.conftest import BUILD, LiveGateway
@@ -471,8 +472,6 @@ def test_secret_canary_in_the_live_gateway_log(live_gateway):
 
 def test_engine_processes_run_nicer_than_the_gateway(live_gateway):
     """The engine core and its worker spin between steps; the event loop must come first."""
-    import psutil
-
     assert live_gateway.proc is not None
     gateway = psutil.Process(live_gateway.proc.pid)
     own = os.getpriority(os.PRIO_PROCESS, gateway.pid)

@@ -26,13 +26,7 @@ from gateway.auth import new_key
 from gateway.demo_pool import vllm_server_command, vllm_server_env
 from gateway.settings import EngineSettings
 from loadtests.background import run_in_background
-from tests.e2e.conftest import (
-    BUILD,
-    ROOT,
-    free_port,
-    gateway_process,
-    write_setup,
-)
+from tests.e2e.conftest import BUILD, ROOT, free_port, gateway_process, write_setup
 
 pytestmark = pytest.mark.e2e
 UPSTREAM_KEY = "upstream-" + new_key()
