@@ -221,19 +221,14 @@ async def run_load(
     }
 
 
-def servers_cpu_s(roots: set[int]) -> float:
-    """CPU seconds used so far by these servers and every process they started."""
-    return sum(tree_cpu_s(root) for root in roots)
-
-
 def settle(roots: set[int], most_s: float = 4.0) -> None:
     """Wait until the servers are idle: vLLM's CPU engine busy-waits for a while after its last
     step, and the next run must not share the cores with the one before."""
     deadline = time.monotonic() + most_s
-    last = servers_cpu_s(roots)
+    last = tree_cpu_s(*roots)
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        now = servers_cpu_s(roots)
+        now = tree_cpu_s(*roots)
         if now - last < 0.05:  # under a fifth of a core over the last quarter second
             return
         last = now

@@ -403,8 +403,8 @@ async def stream_loop(t: Target, conc: int, seconds: float) -> StreamRun:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(root: int) -> float:
-    """utime + stime of `root` and every live descendant, in seconds."""
+def tree_cpu_s(*roots: int) -> float:
+    """utime + stime of these processes and every live descendant, in seconds (one /proc scan)."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -414,7 +414,7 @@ def tree_cpu_s(root: int) -> float:
         except OSError:
             continue
         stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)
-    tree, frontier = {root}, [root]
+    tree, frontier = set(roots), list(roots)
     while frontier:
         parent = frontier.pop()
         for pid, (ppid, _) in stats.items():

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
+import psutil
 import pytest
 
 from gateway.engine.process_priority import lower_children
@@ -23,31 +22,21 @@ time.sleep(60)
 
 
 def thread_nices(pid: int) -> dict[int, int]:
-    return {
-        int(tid): os.getpriority(os.PRIO_PROCESS, int(tid))
-        for tid in os.listdir(f"/proc/{pid}/task")
-    }
+    return {t.id: os.getpriority(os.PRIO_PROCESS, t.id) for t in psutil.Process(pid).threads()}
 
 
 @pytest.fixture
 def family():
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
-        deadline = time.monotonic() + 10
-        while not (grandchildren := _children(proc.pid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield proc.pid, grandchildren[0]
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"  # both started
+        (grandchild,) = psutil.Process(proc.pid).children()
+        yield proc.pid, grandchild.pid
     finally:
-        for pid in _children(proc.pid):
-            os.kill(pid, 9)
+        for child in psutil.Process(proc.pid).children():
+            child.kill()
         proc.kill()
         proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
 
 
 def test_every_thread_of_every_descendant_runs_nicer_than_this_process(family):
