@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.early_start import EarlyStart
 from gateway.errors import ClientError, ServerError
 from gateway.policy import EffectiveLimits, Tenant
 from gateway.store import RateDecision, Store, StoreUnavailable
@@ -67,6 +68,7 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
     on_close: Callable[[], None] | None = None  # told once when the admission ends
     _closed: bool = False
+    _held: bool = False  # counted in the limiter's early-start holdings
 
     async def finish(self, used_tokens: int | None) -> None:
         """Release the slot and refund unused reserved tokens; safe to call more than once."""
@@ -75,6 +77,8 @@ class Admission:
         self._closed = True
         if self.on_close is not None:
             self.on_close()
+        if self._held and self.limiter.early is not None:
+            self.limiter.early.holding[self.tenant.name] -= 1
         tpm = self.limiter.effective(self.tenant.limits, self.store).tokens_per_minute
         refund = self.reserved_tokens - (used_tokens if used_tokens is not None else 0)
         if self.slot is None and (tpm is None or refund <= 0):
@@ -95,8 +99,11 @@ class Limiter:
         lease_s: float = 600.0,
         on_fallback: Callable[[str, str], None] = lambda op, decision: None,
         on_reject: Callable[[str, str], None] = lambda tenant, reason: None,
+        early_start: bool = False,
     ) -> None:
         self.store = store
+        # Early starts help only where admission is a round trip (not the in-memory store).
+        self.early = EarlyStart() if early_start and not store.in_process else None
         self.mode = mode
         self.replicas = max(1, replicas)
         self.lease_s = lease_s
@@ -146,10 +153,41 @@ class Limiter:
             limits.max_prompt_tokens,
         )
 
-    async def admit(self, tenant: Tenant, tokens: int) -> Admission:
+    def starts_early(self, tenant: Tenant, tokens: int) -> bool:
+        """Whether a request may start on the engine before its admission is in (see
+        `gateway.early_start`); if so it is counted, and `admit(..., early=True)` follows."""
+        limits = tenant.limits
+        if self.early is None or (
+            limits.max_concurrent is None
+            and limits.requests_per_minute is None
+            and limits.tokens_per_minute is None
+        ):
+            return False  # nothing to ask the store: admission takes no time
+        if not self.early.may_start(tenant.name, tokens, limits.max_concurrent):
+            return False
+        self.early.holding[tenant.name] += 1
+        return True
+
+    async def admit(self, tenant: Tenant, tokens: int, *, early: bool = False) -> Admission:
+        """Admit a request; `early`: it started on the engine already (`starts_early`)."""
+        try:
+            admission = await self._admit_anywhere(tenant, tokens)
+        except BaseException:
+            if early and self.early is not None:
+                self.early.holding[tenant.name] -= 1
+            raise
+        if self.early is not None:
+            if not early:
+                self.early.holding[tenant.name] += 1
+            admission._held = True
+        return admission
+
+    async def _admit_anywhere(self, tenant: Tenant, tokens: int) -> Admission:
         try:
             return await self._admit(self.store, tenant, tokens)
         except StoreUnavailable:
+            if self.early is not None:
+                self.early.refused(tenant.name)
             if self.mode == "fail_closed":
                 self.on_fallback("rate_limit", "fail_closed")
                 raise LimiterDownError(
@@ -185,6 +223,12 @@ class Limiter:
                 lambda f: self._give_back(f, store, tenant.name, slot, tpm, reserved)
             )
             raise
+        early = self.early if store is self.store else None
+        if early is not None:
+            if got and (decision is None or decision.allowed):
+                early.admitted(tenant.name, decision)
+            else:
+                early.refused(tenant.name)
         if not got:
             self.on_reject(tenant.name, "concurrency")
             raise RateLimitError(

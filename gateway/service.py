@@ -416,19 +416,35 @@ class Gateway:
             f"The answer took longer than {self.request_timeout_s:g} s; it was cancelled."
         )
 
-    async def admit(self, principal: Principal, request: EngineRequest) -> Admission:
+    async def admit(
+        self, principal: Principal, request: EngineRequest, *, early: bool = False
+    ) -> Admission:
         """The tenant's limits (the bound on all requests in flight is kept at the door, by
-        `InflightGate`)."""
+        `InflightGate`). `early`: the request started on the engine already (`admit_early`)."""
         with self.stage("admit"):
             self.active += 1
             tokens = len(request.prompt_token_ids) + request.max_tokens
             try:
-                admission = await self.limiter.admit(principal.tenant, tokens)
-            except BaseException:
+                admission = await self.limiter.admit(principal.tenant, tokens, early=early)
+            except BaseException as exc:
                 self.active -= 1
+                if early and not isinstance(exc, asyncio.CancelledError):
+                    self.metrics.early_starts.labels("refused").inc()
                 raise
+            if early:
+                self.metrics.early_starts.labels("admitted").inc()
             admission.on_close = self._left
             return admission
+
+    def admit_early(
+        self, principal: Principal, request: EngineRequest
+    ) -> asyncio.Task[Admission] | None:
+        """The admission as a running task, where the request may start on the engine before
+        it is in (`gateway.early_start`); None: await `admit` first, as usual."""
+        tokens = len(request.prompt_token_ids) + request.max_tokens
+        if not self.limiter.starts_early(principal.tenant, tokens):
+            return None
+        return asyncio.ensure_future(self.admit(principal, request, early=True))
 
     def _left(self) -> None:
         self.active -= 1

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     store_timeout_s: float = Field(0.25, gt=0)
     rate_limit_fallback: Literal["fail_closed", "local"] = "fail_closed"
     replicas: int = Field(1, ge=1, description="gateway replicas sharing Redis (local fallback)")
+    early_start: bool = Field(
+        True, description="start on the engine while Redis admits, where the tenant has room"
+    )
     slot_lease_s: float = Field(600.0, gt=0, description="a crashed request's slot frees after")
     version_check_s: float = Field(2.0, gt=0)
     audit_dir: Path = Path(".tunegate/audit")

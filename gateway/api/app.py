@@ -128,6 +128,7 @@ def create_app(
         lease_s=settings.slot_lease_s,
         on_fallback=fallback,
         on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc(),
+        early_start=settings.early_start,
     )
     audit = _audit_sink(settings, metrics)
     base_info = (

@@ -142,7 +142,7 @@ async def chat_completions(request: Request) -> Response:
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         _responding(t, rid, resolved.model)
         ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
-        admission = await gw.admit(principal, ereq)
+        admission = gw.admit_early(principal, ereq) or await gw.admit(principal, ereq)
     except BaseException as exc:
         _failed(t, exc)
         raise
@@ -172,7 +172,7 @@ async def completions(request: Request) -> Response:
         rid = f"cmpl-{uuid.uuid4().hex}"
         _responding(t, rid, resolved.model)
         ereq = gw.prepare_completion(rid, principal, resolved, prompt, _sampling(body))
-        admission = await gw.admit(principal, ereq)
+        admission = gw.admit_early(principal, ereq) or await gw.admit(principal, ereq)
     except BaseException as exc:
         _failed(t, exc)
         raise
@@ -187,7 +187,7 @@ async def _answer(
     request: Request,
     gw: Gateway,
     t: Tracker,
-    admission: Admission,
+    admitting: Admission | asyncio.Task[Admission],
     ereq: EngineRequest,
     resolved: Resolved,
     stream: bool,
@@ -198,9 +198,16 @@ async def _answer(
 ) -> Response:
     created = int(time.time())
     post.findings = t.findings  # one list: input findings first, output findings added
+    # Started early (`Gateway.admit_early`): the engine works while the admission is decided.
+    admission, early = (admitting, None) if isinstance(admitting, Admission) else (None, admitting)
+    if early is not None and t.span_attrs is not None:
+        t.span_attrs["tunegate.early_start"] = True
     try:
         if not stream:
-            c = await until_disconnect(request.receive, gw.complete(ereq, post))
+            completing = asyncio.ensure_future(gw.complete(ereq, post))
+            if early is not None:
+                admission = await _admitted(early, completing)
+            c = await until_disconnect(request.receive, completing)
             t.first_token()
             t.tokens(c.prompt_tokens, c.completion_tokens)
             t.answer_text = c.text
@@ -215,25 +222,34 @@ async def _answer(
             return _json(make(ereq.request_id, created, resolved.model, c), admission.headers)
         outputs = gw.stream(ereq).__aiter__()
         # Wait for the first output before sending headers, so early failures get a status.
-        try:
-            first = await until_disconnect(
-                request.receive,
-                asyncio.wait_for(
-                    outputs.__anext__(), min(gw.first_token_timeout_s, gw.request_timeout_s)
-                ),
+        starting = asyncio.ensure_future(
+            asyncio.wait_for(
+                outputs.__anext__(), min(gw.first_token_timeout_s, gw.request_timeout_s)
             )
-        except TimeoutError:
-            await outputs.aclose()  # type: ignore[attr-defined]
-            raise gw.deadline_error(first=True) from None
+        )
+        try:
+            if early is not None:
+                admission = await _admitted(early, starting)
+            first = await until_disconnect(request.receive, starting)
+        except BaseException as exc:
+            # Refused, timed out or gone: close the stream (a task still running was
+            # cancelled, and the cancellation closes it).
+            if starting.done():
+                await outputs.aclose()  # type: ignore[attr-defined]
+            if isinstance(exc, TimeoutError):
+                raise gw.deadline_error(first=True) from None
+            raise
     except ClientDisconnected:
-        await admission.finish(None)
+        if admission is not None:
+            await admission.finish(None)
         t.done(CLIENT_CLOSED, code="client_closed")
         return Response(status_code=CLIENT_CLOSED)
     except BaseException as exc:
-        await admission.finish(None)
+        if admission is not None:
+            await admission.finish(None)
+            if isinstance(exc, GatewayError):
+                exc.headers = {**admission.headers, **exc.headers}
         _failed(t, exc)
-        if isinstance(exc, GatewayError):
-            exc.headers = {**admission.headers, **exc.headers}
         raise
     t.first_token()
     events = _events(
@@ -254,6 +270,20 @@ async def _answer(
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **admission.headers},
     )
+
+
+async def _admitted(admitting: asyncio.Task[Admission], work: asyncio.Future[Any]) -> Admission:
+    """The admission of a request that started early; refused (or failed), its work is
+    cancelled (the engine request aborted) before the refusal goes on."""
+    try:
+        return await admitting
+    except BaseException:
+        admitting.cancel()  # the caller went away: the limiter gives back what it grants
+        work.cancel()
+        await asyncio.wait([work])
+        if not work.cancelled():
+            work.exception()  # it failed on its own before the refusal: the refusal is the answer
+        raise
 
 
 class _AdmittedStream(StreamingResponse):

@@ -97,6 +97,15 @@ class Metrics:
             ["tenant", "reason"],
             registry=r,
         )
+        self.early_starts = Counter(
+            "tunegate_early_starts",
+            "Requests started on the engine before their admission was in, by outcome "
+            "(admitted; refused: the engine work was cancelled).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("admitted", "refused"):
+            self.early_starts.labels(outcome)
         self.store_fallbacks = Counter(
             "tunegate_store_fallbacks",
             "Decisions taken because the shared store did not answer.",

@@ -29,6 +29,8 @@ __all__ = [
 
 
 class Store(Protocol):
+    in_process: bool  # True: operations answer without a round trip (the embedded store)
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

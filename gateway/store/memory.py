@@ -47,6 +47,8 @@ def take_both(req: Bucket | None, tok: Bucket | None, tokens: int, now: float) -
 class MemoryStore:
     """Every `Store` operation on plain dicts; atomic because the event loop is single-threaded."""
 
+    in_process = True  # answers without a round trip
+
     def __init__(self, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
         self._clock = clock
         self._keys: dict[str, StoredKey] = {}

@@ -31,6 +31,8 @@ CHANNEL = "events"
 class RedisStore:
     """Keys live under `prefix`; every limiter key carries a TTL; one Lua script per check."""
 
+    in_process = False  # every operation is a round trip to Redis
+
     def __init__(self, url: str, *, prefix: str = "tg:", op_timeout_s: float = 0.25) -> None:
         self.url = url
         self.prefix = prefix
