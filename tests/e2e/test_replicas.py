@@ -19,6 +19,11 @@ METERED = """  - name: metered
     tunes: [support]
     default_tune: support
     limits: {requests_per_minute: 4}
+  - name: spent
+    keys: [{id: spent-1, sha256: %s}]
+    tunes: [support]
+    default_tune: support
+    limits: {requests_per_minute: 4}
 """
 
 
@@ -27,11 +32,11 @@ def replicas(demo_build, redis_server, tmp_path_factory) -> Iterator[tuple[LiveG
     from gateway.auth import hash_key
 
     root = tmp_path_factory.mktemp("replicas")
-    keys = {"acme": new_key(), "narrow": new_key(), "metered": new_key()}
+    keys = {"acme": new_key(), "narrow": new_key(), "metered": new_key(), "spent": new_key()}
     tunes, policies = write_setup(
         root,
         keys,
-        METERED % hash_key(keys["metered"]),
+        METERED % (hash_key(keys["metered"]), hash_key(keys["spent"])),
         default="default:\n  limits: {requests_per_minute: 1000}\n",
     )
     admin = new_key()
@@ -106,6 +111,38 @@ def test_limits_hold_across_replicas(replicas):
     key = a.keys["metered"]
     codes = [chat(gw, key).status_code for gw in (a, b, a, b, a, b)]
     assert codes == [200, 200, 200, 200, 429, 429]
+
+
+def metric(gw: LiveGateway, series: str) -> float:
+    for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{series} not exported")
+
+
+EARLY = 'tunegate_early_starts_total{outcome="%s"}'
+
+
+def test_requests_start_early_on_the_engine_once_redis_has_shown_room(replicas):
+    a, _ = replicas
+    before = metric(a, EARLY % "admitted")
+    answers = [chat(a, a.keys["acme"]) for _ in range(3)]  # acme: 1000 a minute
+    assert [r.status_code for r in answers] == [200] * 3
+    assert all(r.json()["choices"][0]["message"]["content"] for r in answers)
+    assert metric(a, EARLY % "admitted") >= before + 2  # all but perhaps the first
+
+
+def test_a_wrong_early_start_is_refused_and_its_engine_work_cancelled(replicas):
+    a, b = replicas
+    key = a.keys["spent"]
+    assert chat(a, key).status_code == 200  # replica a sees 3 of 4 left: room to start early
+    assert [chat(b, key).status_code for _ in range(3)] == [200] * 3  # b spends them
+    refused = metric(a, EARLY % "refused")
+    r = chat(a, key)  # a starts it on its engine while Redis refuses it
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "requests_rate_limit_exceeded"
+    assert metric(a, EARLY % "refused") == refused + 1
+    assert chat(a, a.keys["acme"]).status_code == 200  # the engine goes on
 
 
 def test_redis_killed_and_restarted(replicas, redis_server):
