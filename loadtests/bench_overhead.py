@@ -54,6 +54,7 @@ import litellm_env  # a sibling script, not a package module
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "tg-bench-key-loopback"  # the bench tenant's key at the gateway
 PLAIN_KEY = "tg-bench-plain-loopback"  # a tenant without output safety rules
+OPEN_WARM_CONNECTIONS = 256  # the open loop's keep-alive connections, opened before it starts
 OVERLOAD_INFLIGHT = 96  # TUNEGATE_MAX_INFLIGHT of gw0, above the ramp's 64 connections
 UPSTREAM_KEY = "tg-bench-upstream-loopback"  # the mock servers' key
 MASTER_KEY = "sk-bench-master-loopback"  # LiteLLM's master key
@@ -645,29 +646,37 @@ async def measure(
     for n, v in out["cpu"].items():  # type: ignore[union-attr]
         if v["errors"]:
             errors.append(f"{n} CPU runs: {v['errors']:.0f} errors (median)")
-    # 5 overload: an open loop at twice the most the gateway served in the ramp (its saturation)
+    # 5 overload: an open loop at twice the most the gateway served in the ramp (its saturation),
+    # once on connections opened beforehand (steady overload: clients that keep their
+    # connections, as the closed loops do) and once from a client with none open (a storm of new
+    # connections on top of the overload); interleaved, the same rate.
     base_rps = saturation.get("gateway", 0.0)
     if base_rps > 0:
-        runs = []
+        runs: dict[str, list[OpenRun]] = {"overload": [], "overload_cold": []}
         for _ in range(prof.rounds):
-            runs.append(await open_loop(gw0, 2 * base_rps, prof.overload_s))
-        out["overload"] = {
-            "saturation": base_rps,
-            "offered": 2 * base_rps,
-            "sent": med([r.sent_rps for r in runs]),
-            "goodput": med([r.goodput for r in runs]),
-            "ok_p50": med([pct(r.ok_ms, 50) for r in runs]),
-            "ok_p99": med([pct(r.ok_ms, 99) for r in runs]),
-            "rejected": med([float(len(r.rejected_ms)) / r.seconds for r in runs]),
-            "reject_p99": med([pct(r.rejected_ms, 99) for r in runs]),
-            "statuses": runs[-1].statuses,
-            "failed": float(sum(r.failed for r in runs)),
-        }
-        log(
-            f"overload at {2 * base_rps:.0f} req/s: goodput "
-            f"{out['overload']['goodput']:.0f} req/s, rejected "  # type: ignore[index]
-            f"{out['overload']['rejected']:.0f} req/s"  # type: ignore[index]
-        )
+            runs["overload"].append(
+                await open_loop(gw0, 2 * base_rps, prof.overload_s, warm=OPEN_WARM_CONNECTIONS)
+            )
+            runs["overload_cold"].append(await open_loop(gw0, 2 * base_rps, prof.overload_s))
+        for key, rs in runs.items():
+            out[key] = {
+                "saturation": base_rps,
+                "offered": 2 * base_rps,
+                "sent": med([r.sent_rps for r in rs]),
+                "goodput": med([r.goodput for r in rs]),
+                "ok_p50": med([pct(r.ok_ms, 50) for r in rs]),
+                "ok_p99": med([pct(r.ok_ms, 99) for r in rs]),
+                "rejected": med([float(len(r.rejected_ms)) / r.seconds for r in rs]),
+                "reject_p99": med([pct(r.rejected_ms, 99) for r in rs]),
+                "statuses": rs[-1].statuses,
+                "failed": float(sum(r.failed for r in rs)),
+            }
+            log(
+                f"{key} at {2 * base_rps:.0f} req/s: goodput "
+                f"{out[key]['goodput']:.0f} req/s, rejected "  # type: ignore[index]
+                f"{out[key]['rejected']:.0f} req/s, their p99 "  # type: ignore[index]
+                f"{out[key]['reject_p99']:.0f} ms"  # type: ignore[index]
+            )
     out["errors"] = errors
     return out
 
@@ -686,10 +695,12 @@ class OpenRun:
         return len(self.ok_ms) / self.seconds
 
 
-async def open_loop(t: Target, rate: float, seconds: float) -> OpenRun:
+async def open_loop(t: Target, rate: float, seconds: float, warm: int = 0) -> OpenRun:
     """Requests at a fixed arrival rate (not waiting for answers), for `seconds`; each one's
     status and latency. Goodput is the 200s over the time from the first request sent to the
-    last answer in, so a backlog served late does not count as throughput."""
+    last answer in, so a backlog served late does not count as throughput. `warm`: open that
+    many keep-alive connections first (one unrecorded request each, then a second's pause);
+    without, every request of the first second or so opens a new connection."""
     body, headers = t.body(), t.headers
     ok: list[float] = []
     rejected: list[float] = []
@@ -719,6 +730,14 @@ async def open_loop(t: Target, rate: float, seconds: float) -> OpenRun:
             else:
                 failed += 1
 
+        if warm:
+
+            async def unrecorded() -> None:
+                async with s.post(t.url, data=body, headers=headers) as r:
+                    await r.read()
+
+            await asyncio.gather(*(unrecorded() for _ in range(warm)), return_exceptions=True)
+            await asyncio.sleep(1.0)  # the warm-up's own backlog clears
         tasks = []
         start = time.perf_counter()
         n = int(rate * seconds)
@@ -831,11 +850,16 @@ def report(
         fmt(lcpu, 0),
         f"{ratio(gcpu, bcpu)} gw/bare" + (f", {ratio(gcpu, lcpu)} gw/LiteLLM" if with_ll else ""),
     )
-    over = res.get("overload")
-    if over:
+    for key, how in (
+        ("overload", "connections open"),
+        ("overload_cold", "every connection new"),
+    ):
+        over = res.get(key)
+        if not over:
+            continue
         st = ", ".join(f"{k}: {v}" for k, v in sorted(over["statuses"].items()))  # type: ignore[index, union-attr]
         row(
-            f"at 2x saturation ({over['offered']:.0f} req/s offered, "  # type: ignore[index]
+            f"at 2x saturation, {how} ({over['offered']:.0f} req/s offered, "  # type: ignore[index]
             f"{over['sent']:.0f} sent): goodput req/s; p50/p99 ms of 200s; "
             f"rejections/s, their p99 ms ({st}; max in flight {OVERLOAD_INFLIGHT})",
             f"{over['goodput']:.0f}; {over['ok_p50']:.0f}/{over['ok_p99']:.0f}; "  # type: ignore[index]
@@ -920,11 +944,14 @@ def report(
         f"| CPU per request ≤ 2x bare relay | {ratio(gcpu, bcpu)}x "
         f"| {verdict(le(gcpu, 2 * bcpu))} |"
     )
-    if over:
+    for key, how in (("overload", "connections open"), ("overload_cold", "every connection new")):
+        over = res.get(key)
+        if not over:
+            continue
         fast = over["reject_p99"] <= P99_LIMIT_MS or not over["rejected"]  # type: ignore[index, operator]
         good = over["goodput"] >= 0.9 * over["saturation"] and not over["failed"]  # type: ignore[index, operator]
         lines.append(
-            f"| at 2x the saturating load, goodput ≥ 0.9x peak, rejections fast 429/503s "
+            f"| at 2x the saturating load, goodput ≥ 0.9x peak, rejections fast 429/503s ({how}) "
             f"| {ratio(over['goodput'], over['saturation'])}x, rejections p99 "  # type: ignore[index]
             f"{over['reject_p99']:.1f} ms, {over['failed']:.0f} failed "  # type: ignore[index]
             f"| {verdict(good and fast)} |"
