@@ -157,11 +157,7 @@ class Limiter:
         """Whether a request may start on the engine before its admission is in (see
         `gateway.early_start`); if so it is counted, and `admit(..., early=True)` follows."""
         limits = tenant.limits
-        if self.early is None or (
-            limits.max_concurrent is None
-            and limits.requests_per_minute is None
-            and limits.tokens_per_minute is None
-        ):
+        if self.early is None or limits.admits_freely:
             return False  # nothing to ask the store: admission takes no time
         if not self.early.may_start(tenant.name, tokens, limits.max_concurrent):
             return False
@@ -207,7 +203,7 @@ class Limiter:
                 code="tokens_exceed_limit",
             )
         limit = limits.max_concurrent
-        if limit is None and rpm is None and tpm is None:
+        if limits.admits_freely:
             return Admission(self, tenant, store, 0, None)
         slot = uuid.uuid4().hex if limit is not None else None
         reserved = tokens if tpm else 0

@@ -158,6 +158,15 @@ class EffectiveLimits:
     max_tokens: int | None = None
     max_prompt_tokens: int | None = None
 
+    @property
+    def admits_freely(self) -> bool:
+        """No rate or concurrency limit: admission has nothing to ask the store."""
+        return (
+            self.max_concurrent is None
+            and self.requests_per_minute is None
+            and self.tokens_per_minute is None
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Tenant:

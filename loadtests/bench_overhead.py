@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "tg-bench-key-loopback"  # the bench tenant's key at the gateway
 PLAIN_KEY = "tg-bench-plain-loopback"  # a tenant without output safety rules
 OPEN_WARM_CONNECTIONS = 256  # the open loop's keep-alive connections, opened before it starts
+# The overload runs: on connections the client opened before, and from a client with none.
+OVERLOAD_ROWS = (("overload", "connections open"), ("overload_cold", "every connection new"))
 OVERLOAD_INFLIGHT = 96  # TUNEGATE_MAX_INFLIGHT of gw0, above the ramp's 64 connections
 UPSTREAM_KEY = "tg-bench-upstream-loopback"  # the mock servers' key
 MASTER_KEY = "sk-bench-master-loopback"  # LiteLLM's master key
@@ -652,7 +654,7 @@ async def measure(
     # connections on top of the overload); interleaved, the same rate.
     base_rps = saturation.get("gateway", 0.0)
     if base_rps > 0:
-        runs: dict[str, list[OpenRun]] = {"overload": [], "overload_cold": []}
+        runs: dict[str, list[OpenRun]] = {key: [] for key, _ in OVERLOAD_ROWS}
         for _ in range(prof.rounds):
             runs["overload"].append(
                 await open_loop(gw0, 2 * base_rps, prof.overload_s, warm=OPEN_WARM_CONNECTIONS)
@@ -850,10 +852,7 @@ def report(
         fmt(lcpu, 0),
         f"{ratio(gcpu, bcpu)} gw/bare" + (f", {ratio(gcpu, lcpu)} gw/LiteLLM" if with_ll else ""),
     )
-    for key, how in (
-        ("overload", "connections open"),
-        ("overload_cold", "every connection new"),
-    ):
+    for key, how in OVERLOAD_ROWS:
         over = res.get(key)
         if not over:
             continue
@@ -944,7 +943,7 @@ def report(
         f"| CPU per request ≤ 2x bare relay | {ratio(gcpu, bcpu)}x "
         f"| {verdict(le(gcpu, 2 * bcpu))} |"
     )
-    for key, how in (("overload", "connections open"), ("overload_cold", "every connection new")):
+    for key, how in OVERLOAD_ROWS:
         over = res.get(key)
         if not over:
             continue

@@ -21,13 +21,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.api import create_app
 from gateway.auth import hash_key
 from gateway.observability.logs import ContextFilter, log_config
 from gateway.observability.tracing import Tracing
 from tests.api.conftest import ADMIN, KEYS, EchoEngine, auth, write_config
+from tests.prom import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = f"""
@@ -78,14 +78,6 @@ async def obs(
         c.engine = engine  # type: ignore[attr-defined]
         c.stages = stages or "request"  # type: ignore[attr-defined]
         yield c
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
 
 
 def value(scrape: dict, name: str, **labels: str) -> float:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import new_key
 from gateway.demo_pool import vllm_server_command, vllm_server_env
 from gateway.settings import EngineSettings
 from loadtests.background import run_in_background
 from tests.e2e.conftest import BUILD, ROOT, free_port, gateway_process, write_setup
+from tests.prom import Samples, samples, total
 
 pytestmark = pytest.mark.e2e
 UPSTREAM_KEY = "upstream-" + new_key()
@@ -88,18 +88,8 @@ def vllm_servers(root: Path, n: int) -> Iterator[list[VLLMServer]]:
                 s.kill()
 
 
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-    }
-
-
-def total(m: dict, name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for (n, ls), v in m.items() if n == name and want <= ls)
+def scrape(url: str) -> Samples:
+    return samples(httpx.get(f"{url}/metrics", timeout=30).text)
 
 
 def test_pool_affinity_failover_and_rejoin(demo_build, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.auth import new_key
 from tests.e2e.conftest import LiveGateway, gateway_process, write_setup
+from tests.prom import samples, total
 
 pytestmark = pytest.mark.e2e
 
@@ -113,23 +114,18 @@ def test_limits_hold_across_replicas(replicas):
     assert codes == [200, 200, 200, 200, 429, 429]
 
 
-def metric(gw: LiveGateway, series: str) -> float:
-    for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{series} not exported")
-
-
-EARLY = 'tunegate_early_starts_total{outcome="%s"}'
+def early_starts(gw: LiveGateway, outcome: str) -> float:
+    scrape = samples(httpx.get(f"{gw.url}/metrics").text)
+    return total(scrape, "tunegate_early_starts_total", outcome=outcome)
 
 
 def test_requests_start_early_on_the_engine_once_redis_has_shown_room(replicas):
     a, _ = replicas
-    before = metric(a, EARLY % "admitted")
+    before = early_starts(a, "admitted")
     answers = [chat(a, a.keys["acme"]) for _ in range(3)]  # acme: 1000 a minute
     assert [r.status_code for r in answers] == [200] * 3
     assert all(r.json()["choices"][0]["message"]["content"] for r in answers)
-    assert metric(a, EARLY % "admitted") >= before + 2  # all but perhaps the first
+    assert early_starts(a, "admitted") >= before + 2  # all but perhaps the first
 
 
 def test_a_wrong_early_start_is_refused_and_its_engine_work_cancelled(replicas):
@@ -137,11 +133,11 @@ def test_a_wrong_early_start_is_refused_and_its_engine_work_cancelled(replicas):
     key = a.keys["spent"]
     assert chat(a, key).status_code == 200  # replica a sees 3 of 4 left: room to start early
     assert [chat(b, key).status_code for _ in range(3)] == [200] * 3  # b spends them
-    refused = metric(a, EARLY % "refused")
+    refused = early_starts(a, "refused")
     r = chat(a, key)  # a starts it on its engine while Redis refuses it
     assert r.status_code == 429, r.text
     assert r.json()["error"]["code"] == "requests_rate_limit_exceeded"
-    assert metric(a, EARLY % "refused") == refused + 1
+    assert early_starts(a, "refused") == refused + 1
     assert chat(a, a.keys["acme"]).status_code == 200  # the engine goes on
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 
 import httpx
@@ -16,9 +15,11 @@ from gateway.api import create_app
 from gateway.auth import hash_key
 from gateway.store.redis_store import RedisStore
 from tests.api.conftest import KEYS, EchoEngine, auth, write_config
+from tests.prom import samples, total
 
 CHAT = {"model": "support", "messages": [{"role": "user", "content": "hello there"}]}
 RPM = 20
+OUTCOMES = ("admitted", "refused")
 POLICY = f"""
 tenants:
   - name: acme
@@ -49,8 +50,8 @@ async def gateway(tmp_path, redis_server, request):
 
 
 def early_starts(metrics: str) -> dict[str, float]:
-    found = re.findall(r'tunegate_early_starts_total\{outcome="(\w+)"\} (\S+)', metrics)
-    return {outcome: float(n) for outcome, n in found}
+    scrape = samples(metrics)
+    return {o: total(scrape, "tunegate_early_starts_total", outcome=o) for o in OUTCOMES}
 
 
 def content(r: httpx.Response, stream: bool) -> str:
