@@ -430,15 +430,21 @@ def tree_cpu_s(*roots: int) -> float:
 async def cpu_per_request(
     t: Target, pid: int, n: int, conc: int, others: dict[str, int]
 ) -> dict[str, float]:
-    """CPU µs per request of the process tree at `pid` (and of `others`, by name) over `n`
-    requests at `conc` connections."""
+    """CPU µs per request answered of the process tree at `pid` (and of `others`, by name) over
+    `n` requests at `conc` connections; `us_sent`: per request sent, refusals and errors too."""
     await closed_loop(t, conc, 30, count=conc * 4)  # warm
     before = tree_cpu_s(pid)
     before_o = {k: tree_cpu_s(p) for k, p in others.items()}
     run = await closed_loop(t, conc, 120, count=n)
     used = tree_cpu_s(pid) - before
     done = max(1, len(run.lat_ms))
-    res = {"us": used / done * 1e6, "errors": float(run.errors), "p50": run.p50, "p99": run.p99}
+    res = {
+        "us": used / done * 1e6,
+        "us_sent": used / max(1, len(run.lat_ms) + run.errors) * 1e6,
+        "errors": float(run.errors),
+        "p50": run.p50,
+        "p99": run.p99,
+    }
     for k, p in others.items():
         res[k] = (tree_cpu_s(p) - before_o[k]) / done * 1e6
     return res
@@ -663,6 +669,9 @@ async def measure(
         for key, rs in runs.items():
             out[key] = {
                 "saturation": base_rps,
+                # the target's yardstick: the ramp's peak (p99 < 50 ms, no errors), as the issue
+                # defines peak; saturation (the most served at any p99) is shown beside it
+                "peak": peak.get("gateway", (0.0, 0))[0],
                 "offered": 2 * base_rps,
                 "sent": med([r.sent_rps for r in rs]),
                 "goodput": med([r.goodput for r in rs]),
@@ -865,6 +874,8 @@ def report(
             f"{over['rejected']:.0f}, {over['reject_p99']:.1f} ms",  # type: ignore[index]
             "",
             "",
+            f"{ratio(over['goodput'], over['peak'])} goodput/peak "  # type: ignore[index]
+            f"({over['peak']:.0f} req/s), "  # type: ignore[index]
             f"{ratio(over['goodput'], over['saturation'])} goodput/saturation "  # type: ignore[index]
             f"({over['saturation']:.0f} req/s), "  # type: ignore[index]
             f"{over['failed']:.0f} failed",  # type: ignore[index]
@@ -948,10 +959,11 @@ def report(
         if not over:
             continue
         fast = over["reject_p99"] <= P99_LIMIT_MS or not over["rejected"]  # type: ignore[index, operator]
-        good = over["goodput"] >= 0.9 * over["saturation"] and not over["failed"]  # type: ignore[index, operator]
+        good = over["goodput"] >= 0.9 * over["peak"] and not over["failed"]  # type: ignore[index, operator]
         lines.append(
             f"| at 2x the saturating load, goodput ≥ 0.9x peak, rejections fast 429/503s ({how}) "
-            f"| {ratio(over['goodput'], over['saturation'])}x, rejections p99 "  # type: ignore[index]
+            f"| {ratio(over['goodput'], over['peak'])}x peak "  # type: ignore[index]
+            f"({ratio(over['goodput'], over['saturation'])}x saturation), rejections p99 "  # type: ignore[index]
             f"{over['reject_p99']:.1f} ms, {over['failed']:.0f} failed "  # type: ignore[index]
             f"| {verdict(good and fast)} |"
         )

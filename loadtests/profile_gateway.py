@@ -122,6 +122,8 @@ def main() -> None:
                 spy.wait(timeout=30)
             gw.send_signal(signal.SIGINT)  # first, while its span sink answers: a clean exit
             gw.wait(timeout=60)
+            if cpu["errors"]:  # refusals cost CPU too: per request answered misleads then
+                print(f"CPU {cpu['us_sent']:.0f} us per request sent, refusals included")
             print(
                 f"CPU {cpu['us']:.0f} us/request at {args.conc} conn "
                 f"(user {(u1 - u0) / n * 1e6:.0f}, system {(s1 - s0) / n * 1e6:.0f}; "
