@@ -85,5 +85,7 @@ class Settings(BaseSettings):
     audit_mode: Literal["spool", "fail_closed"] = "spool"
     audit_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     audit_timeout_s: float = Field(1.0, gt=0)
-    audit_commit_interval_s: float = Field(0.05, ge=0, le=0.05)
+    audit_commit_interval_s: float = Field(
+        0.001, ge=0, le=0.05, description="least time between two commits' starts (group commit)"
+    )
     engine: EngineSettings = EngineSettings()

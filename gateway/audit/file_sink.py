@@ -39,7 +39,7 @@ class FileAuditSink:
         folder: Path,
         *,
         max_bytes: int = 64 * 1024 * 1024,
-        commit_interval_s: float = 0.05,
+        commit_interval_s: float = 0.001,
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,

@@ -26,7 +26,7 @@ class RedisStreamAuditSink:
         url: str,
         stream: str,
         *,
-        commit_interval_s: float = 0.05,
+        commit_interval_s: float = 0.001,
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,

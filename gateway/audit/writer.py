@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -23,14 +24,24 @@ class AuditUnavailableError(ServerError):
     default_code = "audit_unavailable"
 
 
+MAX_BATCH = 4096  # records in one commit at most (a spool that drains after an outage)
+
+
 class GroupWriter:
-    """Queues records; one task commits them in batches with `commit(records)`."""
+    """Queues records; one task commits them in batches with `commit(records)`.
+
+    Group commit: a commit begins at most every `commit_interval_s`, so under load one fsync
+    (or `XADD`) covers every record that came in meanwhile, while a writer that has been idle
+    that long commits a record at once. An fsync costs the gateway CPU (about 56 µs of system
+    time on the bench VM's disk, and a thread hand-off), and a commit per record is what a busy
+    gateway otherwise does: the records of 1,000 refusals a second, each fsynced on its own,
+    took a tenth of its only core. A record waits at most the interval for its batch."""
 
     def __init__(
         self,
         commit: Callable[[list[dict[str, Any]]], Awaitable[None]],
         *,
-        commit_interval_s: float = 0.05,
+        commit_interval_s: float = 0.001,
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,
@@ -85,14 +96,18 @@ class GroupWriter:
             log.warning("audit sink slow or failing (%s); record spooled", type(exc).__name__)
 
     async def _run(self) -> None:
+        began = -math.inf  # when the last commit began
         while True:
             batch = [await self._queue.get()]
-            deadline = time.monotonic() + self.commit_interval_s
-            while time.monotonic() < deadline:
+            wait = began + self.commit_interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # busy: the records that come meanwhile join this batch
+            while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
+            began = time.monotonic()
             while True:
                 try:
                     started = time.perf_counter()
