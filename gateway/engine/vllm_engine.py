@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from gateway.engine.engine_processes import detached_spawns
 from gateway.engine.process_priority import lower_children
 from gateway.engine.prompts import PromptRenderer, RendersPrompts
 from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
@@ -81,10 +82,12 @@ class VLLMEngine(RendersPrompts):
             disable_log_stats=True,  # no periodic log lines; our stat logger still gets stats
         )
         self._prompts = await asyncio.to_thread(PromptRenderer.from_pretrained, s.model_path)
-        # Building the engine blocks (it spawns the engine-core process and waits for it).
-        self._llm = await asyncio.to_thread(
-            AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self._scheduler)]
-        )
+        # Building the engine blocks (it spawns the engine-core process and waits for it). The
+        # engine's processes answer to the gateway, not to signals sent to its process group.
+        with detached_spawns():
+            self._llm = await asyncio.to_thread(
+                AsyncLLM.from_engine_args, args, stat_loggers=[_stat_logger(self._scheduler)]
+            )
         lower_children(s.process_nice)  # its processes exist now; the event loop comes first
         await self._warm(warm_adapters)
         self._ready = True

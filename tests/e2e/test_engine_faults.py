@@ -24,6 +24,19 @@ pytestmark = pytest.mark.e2e
 CHAT = {"model": "support", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = f"/proc/{pid}/stat"
+    try:  # a zombie waiting for its reaper is gone as far as this test is concerned
+        with open(stat) as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def engine_core_pids(gateway_pid: int) -> list[int]:
     out = subprocess.run(
         ["ps", "-eo", "pid,ppid,comm"], capture_output=True, text=True, check=True
@@ -86,7 +99,11 @@ def in_flight(gw: LiveGateway) -> float:
     )
 
 
-def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path):
+@pytest.mark.parametrize("to_group", [False, True], ids=["gateway", "process-group"])
+def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path, to_group):
+    """`process-group`: the signal goes to the gateway's whole process group, as Ctrl-C in a
+    terminal or `timeout` send it; the engine's processes are not in it (they would abort the
+    streams at once), so the gateway drains and then stops the engine itself."""
     keys = {"acme": new_key(), "narrow": new_key()}
     tunes, policies = write_setup(tmp_path, keys)
     eos = json.loads((demo_build / "base" / "generation_config.json").read_text())["eos_token_id"]
@@ -127,7 +144,12 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
             assert time.monotonic() < deadline, gw.log_tail(40)
             time.sleep(0.05)
         assert gw.proc is not None
-        gw.proc.send_signal(signal.SIGTERM)
+        engine = engine_core_pids(gw.proc.pid)
+        assert engine, "no engine processes under the gateway"
+        if to_group:
+            os.killpg(gw.proc.pid, signal.SIGTERM)  # started in a session of its own
+        else:
+            gw.proc.send_signal(signal.SIGTERM)
         # While the streams drain, /readyz says the gateway is going and new requests get a 503.
         deadline = time.monotonic() + 30
         while httpx.get(f"{gw.url}/readyz", timeout=30).status_code != 503:
@@ -142,6 +164,11 @@ def test_sigterm_drains_streams_and_the_audit_log_verifies(demo_build, tmp_path)
         assert gw.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
         assert len(results) == 3 and all(r.rstrip().endswith("data: [DONE]") for r in results)
         assert all('"finish_reason":"length"' in r for r in results)  # each ran to the end
+        assert "EngineDeadError" not in gw.log_path.read_text(errors="replace")  # stopped by us
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in engine):  # and its processes are gone
+            assert time.monotonic() < deadline, [pid for pid in engine if alive(pid)]
+            time.sleep(0.2)
         audit = tmp_path / "audit-drain"
         verify = subprocess.run(
             [sys.executable, "-m", "gateway", "audit", "verify", str(audit)],
