@@ -1,7 +1,7 @@
 """The in-process engine's processes answer to the gateway, not to the gateway's process group.
 
 vLLM starts its engine core as a child process (multiprocessing's `spawn` on CPU machines) in
-the gateway's process group, and the core starts its worker in its own. A signal sent to that
+the gateway's process group, and the core starts its worker in the same group. A signal sent to that
 whole group, as Ctrl-C in a terminal, `timeout` or `kill -- -PGID` send it, reaches the engine
 core as well as the gateway, and vLLM's handler there aborts every request at once: the streams
 in flight are cut off, the gateway's drain has nothing left to wait for, and vLLM logs an
