@@ -1,5 +1,6 @@
-"""A process spawned for the engine gets a session of its own (a signal to the gateway's process
-group does not reach it) and dies with the thread that started it."""
+"""A process spawned for the engine gets a process group of its own (a signal to the gateway's
+group does not reach it), stays in the gateway's session, and dies with the thread that started
+it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ PR_GET_PDEATHSIG = 2
 def report(queue) -> None:  # type: ignore[no-untyped-def]
     sig = ctypes.c_int()
     ctypes.CDLL(None).prctl(PR_GET_PDEATHSIG, ctypes.byref(sig))
-    queue.put((os.getpid(), os.getsid(0), os.getpgrp(), sig.value))
+    ttou = signal.getsignal(signal.SIGTTOU)
+    queue.put((os.getpid(), os.getsid(0), os.getpgrp(), sig.value, ttou == signal.SIG_IGN))
 
 
 def up_then_wait(queue) -> None:  # type: ignore[no-untyped-def]
@@ -41,14 +43,15 @@ def spawned_report(ctx):  # type: ignore[no-untyped-def]
         proc.join(timeout=30)
 
 
-def test_spawned_inside_its_own_session_and_dies_with_its_parent():
+def test_spawned_inside_its_own_group_and_dies_with_its_parent():
     ctx = multiprocessing.get_context("spawn")
     executable = multiprocessing.spawn.get_executable()
     with detached_spawns():
-        pid, sid, pgid, deathsig = spawned_report(ctx)
-    assert sid == pid and pgid == pid  # its own session and group: the gateway's signals miss it
-    assert deathsig == signal.SIGKILL
-    pid, sid, pgid, deathsig = spawned_report(ctx)  # outside the block, as before
+        pid, sid, pgid, deathsig, ttou_ignored = spawned_report(ctx)
+    assert pgid == pid  # its own group: signals to the gateway's group miss it
+    assert sid == os.getsid(0)  # the same session: the CPU share and nice values still hold
+    assert deathsig == signal.SIGKILL and ttou_ignored
+    pid, sid, pgid, deathsig, ttou_ignored = spawned_report(ctx)  # outside the block, as before
     assert pgid == os.getpgrp() and sid == os.getsid(0) and deathsig == 0
     assert multiprocessing.spawn.get_executable() == executable
 
