@@ -423,9 +423,10 @@ class Gateway:
         `InflightGate`). `early`: the request started on the engine already (`admit_early`)."""
         with self.stage("admit"):
             self.active += 1
-            tokens = len(request.prompt_token_ids) + request.max_tokens
             try:
-                admission = await self.limiter.admit(principal.tenant, tokens, early=early)
+                admission = await self.limiter.admit(
+                    principal.tenant, request.reserved_tokens, early=early
+                )
             except BaseException as exc:
                 self.active -= 1
                 if early and not isinstance(exc, asyncio.CancelledError):
@@ -441,8 +442,7 @@ class Gateway:
     ) -> asyncio.Task[Admission] | None:
         """The admission as a running task, where the request may start on the engine before
         it is in (`gateway.early_start`); None: await `admit` first, as usual."""
-        tokens = len(request.prompt_token_ids) + request.max_tokens
-        if not self.limiter.starts_early(principal.tenant, tokens):
+        if not self.limiter.starts_early(principal.tenant, request.reserved_tokens):
             return None
         return asyncio.ensure_future(self.admit(principal, request, early=True))
 

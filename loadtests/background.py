@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["BACKGROUND_NICE", "run_in_background"]
+__all__ = ["BACKGROUND_NICE", "alive", "run_in_background"]
 
 BACKGROUND_NICE = 10
 
@@ -25,3 +25,16 @@ def run_in_background(pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, BACKGROUND_NICE)
     with contextlib.suppress(OSError):  # no autogroup in this kernel, or not ours to change
         Path(f"/proc/{pid}/autogroup").write_text(str(BACKGROUND_NICE))
+
+
+def alive(pid: int) -> bool:
+    """Whether the process at `pid` still runs (a zombie waiting for its reaper has exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    try:
+        return status.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -53,7 +53,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from background import run_in_background
+from background import alive, run_in_background
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "demo"
@@ -564,28 +564,16 @@ def wait_stopped(
         return False, f"still running {STOP_TIMEOUT_S} s after SIGTERM (killed)"
     took = time.monotonic() - started
     deadline = time.monotonic() + 10
-    left = [p for p in children if _alive(p)]
+    left = [p for p in children if alive(p)]
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = [p for p in left if _alive(p)]
+        left = [p for p in left if alive(p)]
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     clean = code in (0, -signal.SIGTERM) and not left
     note = f", {len(left)} child process(es) left running (killed)" if left else ""
     return clean, f"exit {code} after {took:.1f} s{note}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/stat")
-    try:  # a zombie waiting for its (gone) parent has exited
-        return status.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def read_audit(folder: Path) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.audit.chain import GENESIS, chain_line, record_hash
-from gateway.audit.writer import AuditUnavailableError, GroupWriter, Mode
+from gateway.audit.writer import COMMIT_INTERVAL_S, AuditUnavailableError, GroupWriter, Mode
 
 __all__ = ["AuditUnavailableError", "FileAuditSink", "audit_files"]
 
@@ -39,7 +39,7 @@ class FileAuditSink:
         folder: Path,
         *,
         max_bytes: int = 64 * 1024 * 1024,
-        commit_interval_s: float = 0.001,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.audit.chain import GENESIS, chain_line, record_hash
-from gateway.audit.writer import GroupWriter, Mode
+from gateway.audit.writer import COMMIT_INTERVAL_S, GroupWriter, Mode
 
 __all__ = ["RedisStreamAuditSink", "read_stream"]
 
@@ -26,7 +26,7 @@ class RedisStreamAuditSink:
         url: str,
         stream: str,
         *,
-        commit_interval_s: float = 0.001,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,

@@ -25,6 +25,7 @@ class AuditUnavailableError(ServerError):
 
 
 MAX_BATCH = 4096  # records in one commit at most (a spool that drains after an outage)
+COMMIT_INTERVAL_S = 0.001  # the least time between two commits' starts, by default
 
 
 class GroupWriter:
@@ -41,7 +42,7 @@ class GroupWriter:
         self,
         commit: Callable[[list[dict[str, Any]]], Awaitable[None]],
         *,
-        commit_interval_s: float = 0.001,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
         mode: Mode = "spool",
         timeout_s: float = 1.0,
         on_event: Callable[[str], None] = lambda event: None,

@@ -38,6 +38,12 @@ class EngineRequest:
     cache_salt: str | None = None  # set by the gateway per tenant, never by a client
     whole: bool = False  # only the finished answer is wanted: one output may carry all of it
 
+    @property
+    def reserved_tokens(self) -> int:
+        """What the tenant's token limit is charged at admission: the prompt and the most the
+        answer may take."""
+        return len(self.prompt_token_ids) + self.max_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:

@@ -18,23 +18,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import new_key
+from loadtests.background import alive
 from tests.e2e.conftest import ROOT, LiveGateway, gateway_process, write_setup
 
 pytestmark = pytest.mark.e2e
 CHAT = {"model": "support", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = f"/proc/{pid}/stat"
-    try:  # a zombie waiting for its reaper is gone as far as this test is concerned
-        with open(stat) as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def engine_core_pids(gateway_pid: int) -> list[int]:
