@@ -108,8 +108,16 @@ class VLLMEngine(RendersPrompts):
     async def stop(self) -> None:
         self._ready = False
         llm, self._llm = self._llm, None
-        if llm is not None:
-            await asyncio.to_thread(llm.shutdown)
+        if llm is None:
+            return
+        # vLLM's shutdown stops the engine core before it cancels its output handler, a task on
+        # this event loop; run from a thread, the handler could see the core gone first and log
+        # an `EngineDeadError` traceback for a shutdown the gateway asked for. It goes first.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            await asyncio.wait([handler])
+        await asyncio.to_thread(llm.shutdown)
 
     def stream(self, request: EngineRequest) -> AsyncIterator[Output]:
         if not self.ready:
