@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -167,6 +168,13 @@ def tune_schemas() -> dict[str, dict[str, object]]:
     }
 
 
+def has_content(event: str) -> bool:
+    """Whether an SSE event carries text: vLLM's server sends the role first, with `content`
+    empty, before any token; time to first token is to the first text, at every target."""
+    choices = json.loads(event).get("choices") or ()
+    return bool(choices and (choices[0].get("delta") or {}).get("content"))
+
+
 async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[float, float]:
     body: dict[str, object] = {
         "model": model,
@@ -186,7 +194,7 @@ async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[
     ) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
-            if ttft is None and line.startswith("data: ") and '"content":"' in line:
+            if ttft is None and line.startswith("data: {") and has_content(line[6:]):
                 ttft = time.perf_counter() - start
     total = time.perf_counter() - start
     return total, ttft if ttft is not None else total
@@ -234,6 +242,26 @@ def settle(roots: set[int], most_s: float = 4.0) -> None:
         last = now
 
 
+def side(figures: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    """Each comparison taken side by side: the median over rounds of the round's own ratio (or
+    difference) against vLLM's server, whose run in that round came next to it in time. The
+    machine's speed drifts between rounds (a server's rounds differ by 10-40%), and a ratio of
+    medians would set one round's server against another round's."""
+    vl = figures["vl"]
+
+    def over(name: str, fig: str, diff: bool = False) -> float:
+        pairs = zip(figures[name], vl, strict=True)
+        return statistics.median(a[fig] - b[fig] if diff else a[fig] / b[fig] for a, b in pairs)
+
+    return {
+        "gw": over("gw", "rps"),
+        "gw_ttft": over("gw", "ttft", diff=True),
+        "pool": over("pool", "rps"),
+        "pool_p50": over("pool", "p50", diff=True),
+        "pool_ttft": over("pool", "ttft", diff=True),
+    }
+
+
 DIRECT: set[str] = set()  # URLs of vLLM's own server (its key, not a tenant key)
 
 
@@ -270,7 +298,7 @@ def main() -> None:
             for url in (gw_url, vl_url, pool_url):
                 settle(roots)
                 asyncio.run(run_load(url, ["support", "legal", "extract"], 1.5, 8))
-            rows = []
+            rows: list[Row] = []
             for label, models in (
                 ("single tune", ["support"]),
                 ("mix of tunes", ["support", "legal", "extract"]),
@@ -294,7 +322,7 @@ def main() -> None:
                         k: {m: statistics.median(f[m] for f in v) for m in v[0]}
                         for k, v in figures.items()
                     }
-                    rows.append((label, conc, med["gw"], med["vl"], med["pool"]))
+                    rows.append((label, conc, med["gw"], med["vl"], med["pool"], side(figures)))
         finally:
             for proc in started:
                 os.killpg(proc.pid, 15)
@@ -312,36 +340,38 @@ def main() -> None:
         "| pool req/s | pool/vLLM | pool added p50 ms | pool added TTFT ms |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, conc, g, v, p in rows:
+    for label, conc, g, v, p, r in rows:
         print(
-            f"| {label} | {conc} | {g['rps']:.1f} | {v['rps']:.1f} | {g['rps'] / v['rps']:.2f} "
+            f"| {label} | {conc} | {g['rps']:.1f} | {v['rps']:.1f} | {r['gw']:.2f} "
             f"| {g['p50']:.0f} | {v['p50']:.0f} | {g['p99']:.0f} | {v['p99']:.0f} "
-            f"| {g['ttft']:.0f} | {v['ttft']:.0f} | {p['rps']:.1f} | {p['rps'] / v['rps']:.2f} "
-            f"| {p['p50'] - v['p50']:.1f} | {p['ttft'] - v['ttft']:.1f} |"
+            f"| {g['ttft']:.0f} | {v['ttft']:.0f} | {p['rps']:.1f} | {r['pool']:.2f} "
+            f"| {r['pool_p50']:.1f} | {r['pool_ttft']:.1f} |"
         )
 
 
-def print_rows(
-    rows: list[tuple[str, int, dict[str, float], dict[str, float], dict[str, float]]],
-) -> None:
+Row = tuple[str, int, dict[str, float], dict[str, float], dict[str, float], dict[str, float]]
+
+
+def print_rows(rows: list[Row]) -> None:
     """The real-engine figures as rows of the overhead table: the gateway's column holds the
-    in-process engine (or pool mode), the direct column vLLM's own server."""
-    for label, conc, g, v, p in rows:
+    in-process engine (or pool mode), the direct column vLLM's own server (medians over the
+    rounds); the ratios and differences are taken round by round (`side`)."""
+    for label, conc, g, v, p, r in rows:
         where = f"demo model, {label}, {conc} conn (direct: vLLM's own server)"
         print(
             f"| in-process engine req/s, {where} | {g['rps']:.1f} | {v['rps']:.1f} |  "
-            f"| {g['rps'] / v['rps']:.2f} gw/vLLM |"
+            f"| {r['gw']:.2f} gw/vLLM |"
         )
         print(
             f"| in-process engine TTFT ms p50, {where} | {g['ttft']:.0f} | {v['ttft']:.0f} |  "
-            f"| {g['ttft'] - v['ttft']:+.0f} ms |"
+            f"| {r['gw_ttft']:+.0f} ms |"
         )
         print(
             f"| pool mode req/s, {where} | {p['rps']:.1f} | {v['rps']:.1f} |  "
-            f"| {p['rps'] / v['rps']:.2f} pool/vLLM; added p50 {p['p50'] - v['p50']:+.1f} ms, "
-            f"TTFT {p['ttft'] - v['ttft']:+.1f} ms |"
+            f"| {r['pool']:.2f} pool/vLLM; added p50 {r['pool_p50']:+.1f} ms, "
+            f"TTFT {r['pool_ttft']:+.1f} ms |"
         )
-    ratios = [g["rps"] / v["rps"] for _, _, g, v, _ in rows]
+    ratios = [r["gw"] for *_, r in rows]
     print(
         f"TARGET in-process engine req/s >= 1.0x vLLM's own server | {min(ratios):.2f}x to "
         f"{max(ratios):.2f}x | {'PASS' if min(ratios) >= 1.0 else 'MISS'}"

@@ -3,7 +3,7 @@ py-spy profile, for the same full-pipeline setup as `bench_overhead.py` (mock up
 real Redis, safety, audit, metrics, OTLP traces to a sink).
 
     .venv/bin/python loadtests/profile_gateway.py [--requests 2000] [--conc 8]
-        [--py-spy OUT.txt] [--env NAME=VALUE ...] [--open-rate R [--open-s S]]
+        [--py-spy OUT.txt] [--env NAME=VALUE ...] [--open-rate R [--open-s S] [--warm N]]
 
 `--env` passes settings to the gateway (e.g. `OTEL_TRACES_EXPORTER=none` to see what tracing
 costs); `--py-spy` writes py-spy's collapsed stacks (needs `py-spy` on PATH or in the venv).
@@ -41,6 +41,9 @@ def main() -> None:
         "--open-rate", type=float, default=0.0, help="instead: an open loop at this req/s"
     )
     ap.add_argument("--open-s", type=float, default=10.0, help="the open loop's seconds")
+    ap.add_argument(
+        "--warm", type=int, default=0, help="the open loop opens this many connections first"
+    )
     ap.add_argument("--keep-log", default=None, help="copy the gateway's log here at the end")
     args = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env)
@@ -97,7 +100,7 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
             if args.open_rate:  # overload: goodput, refusals and where the time goes then
-                run = asyncio.run(bo.open_loop(t, args.open_rate, args.open_s))
+                run = asyncio.run(bo.open_loop(t, args.open_rate, args.open_s, args.warm))
                 if spy is not None:
                     spy.send_signal(2)
                     spy.wait(timeout=30)
