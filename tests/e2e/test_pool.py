@@ -65,9 +65,20 @@ class VLLMServer:
         pytest.fail(f"vLLM server not ready:\n{self.tail()}")
 
     def kill(self) -> None:
+        """A crash: the server and everything it started, at once."""
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+    def stop(self) -> None:
+        """A shutdown: vLLM stops its engine and unlinks its shared memory (`/dev/shm`), which
+        a SIGKILL of the whole group leaves behind; killed only if it takes too long."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
     def tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
@@ -85,7 +96,7 @@ def vllm_servers(root: Path, n: int) -> Iterator[list[VLLMServer]]:
     finally:
         for s in servers:
             if s.proc is not None and s.proc.poll() is None:
-                s.kill()
+                s.stop()
 
 
 def scrape(url: str) -> Samples:
