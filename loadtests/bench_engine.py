@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import statistics
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_overhead import tree_cpu_s  # a sibling script, not a package module
+from bench_overhead import has_content, tree_cpu_s  # a sibling script, not a package module
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "demo"
@@ -168,13 +167,6 @@ def tune_schemas() -> dict[str, dict[str, object]]:
     }
 
 
-def has_content(event: str) -> bool:
-    """Whether an SSE event carries text: vLLM's server sends the role first, with `content`
-    empty, before any token; time to first token is to the first text, at every target."""
-    choices = json.loads(event).get("choices") or ()
-    return bool(choices and (choices[0].get("delta") or {}).get("content"))
-
-
 async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[float, float]:
     body: dict[str, object] = {
         "model": model,
@@ -240,6 +232,10 @@ def settle(roots: set[int], most_s: float = 4.0) -> None:
         if now - last < 0.05:  # under a fifth of a core over the last quarter second
             return
         last = now
+
+
+# (label, connections, gateway, vLLM's server, pool mode: medians over rounds; `side`'s figures)
+Row = tuple[str, int, dict[str, float], dict[str, float], dict[str, float], dict[str, float]]
 
 
 def side(figures: dict[str, list[dict[str, float]]]) -> dict[str, float]:
@@ -347,9 +343,6 @@ def main() -> None:
             f"| {g['ttft']:.0f} | {v['ttft']:.0f} | {p['rps']:.1f} | {r['pool']:.2f} "
             f"| {r['pool_p50']:.1f} | {r['pool_ttft']:.1f} |"
         )
-
-
-Row = tuple[str, int, dict[str, float], dict[str, float], dict[str, float], dict[str, float]]
 
 
 def print_rows(rows: list[Row]) -> None:

@@ -344,6 +344,13 @@ async def closed_loop(t: Target, conc: int, seconds: float, count: int | None = 
     return Run(lat, errors, wall, first_error)
 
 
+def has_content(event: str | bytes) -> bool:
+    """Whether a streamed chat event carries text. Servers send the assistant's role first, with
+    empty content (vLLM's does), before any token: time to first token is to the first text."""
+    choices = orjson.loads(event).get("choices") or ()
+    return bool(choices and (choices[0].get("delta") or {}).get("content"))
+
+
 @dataclass
 class StreamRun:
     ttft_ms: list[float] = field(default_factory=list)
@@ -368,10 +375,7 @@ async def stream_loop(t: Target, conc: int, seconds: float) -> StreamRun:
                 if r.status != 200:
                     raise RuntimeError(str(r.status))
                 async for line in r.content:
-                    if not line.startswith(b"data: {"):
-                        continue
-                    choices = orjson.loads(line[6:]).get("choices") or ()
-                    if not choices or not (choices[0].get("delta") or {}).get("content"):
+                    if not line.startswith(b"data: {") or not has_content(line[6:]):
                         continue
                     now = time.perf_counter()
                     if record:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from gateway.auth import new_key
-from gateway.demo_pool import vllm_server_command, vllm_server_env
+from gateway.demo_pool import stop_servers, vllm_server_command, vllm_server_env
 from gateway.settings import EngineSettings
 from loadtests.background import run_in_background
 from tests.e2e.conftest import BUILD, ROOT, free_port, gateway_process, write_setup
@@ -70,16 +70,6 @@ class VLLMServer:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def stop(self) -> None:
-        """A shutdown: vLLM stops its engine and unlinks its shared memory (`/dev/shm`), which
-        a SIGKILL of the whole group leaves behind; killed only if it takes too long."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
     def tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
 
@@ -94,9 +84,9 @@ def vllm_servers(root: Path, n: int) -> Iterator[list[VLLMServer]]:
             s.wait_ready()
         yield servers
     finally:
-        for s in servers:
-            if s.proc is not None and s.proc.poll() is None:
-                s.stop()
+        # SIGTERM: vLLM stops its engine and unlinks its shared memory (`/dev/shm`), which a
+        # SIGKILL of the whole group leaves behind (killed only if it takes too long)
+        stop_servers([s.proc for s in servers if s.proc is not None])
 
 
 def scrape(url: str) -> Samples:
