@@ -21,13 +21,18 @@ def test_the_role_chunk_is_not_a_first_token() -> None:
 
 
 def test_ratios_are_taken_within_each_round() -> None:
-    # the machine ran twice as fast in the second round: both servers moved together
-    gw = [{"rps": 4.0, "p50": 250.0, "ttft": 15.0}, {"rps": 8.0, "p50": 125.0, "ttft": 8.0}]
-    vl = [{"rps": 4.4, "p50": 230.0, "ttft": 18.0}, {"rps": 8.8, "p50": 115.0, "ttft": 10.0}]
-    pool = [{"rps": 3.6, "p50": 280.0, "ttft": 20.0}, {"rps": 7.2, "p50": 140.0, "ttft": 12.0}]
+    # The machine's speed drifts between rounds, and both servers move with it. Within each
+    # round the gateway's ratio is 0.8, 1.33 and 1.0 (median 1.0); the median of its rounds over
+    # the median of the server's rounds would read 4.0 / 5.0 = 0.8 instead.
+    gw = [{"rps": 4.0, "p50": 250.0, "ttft": 15.0}, {"rps": 8.0, "p50": 125.0, "ttft": 8.0},
+          {"rps": 3.0, "p50": 330.0, "ttft": 30.0}]  # fmt: skip
+    vl = [{"rps": 5.0, "p50": 230.0, "ttft": 18.0}, {"rps": 6.0, "p50": 115.0, "ttft": 10.0},
+          {"rps": 3.0, "p50": 300.0, "ttft": 20.0}]  # fmt: skip
+    pool = [{"rps": 4.5, "p50": 280.0, "ttft": 20.0}, {"rps": 3.0, "p50": 140.0, "ttft": 12.0},
+            {"rps": 2.4, "p50": 400.0, "ttft": 25.0}]  # fmt: skip
     r = side({"gw": gw, "vl": vl, "pool": pool})
-    assert r["gw"] == pytest.approx(4.0 / 4.4)
-    assert r["pool"] == pytest.approx(3.6 / 4.4)
-    assert r["gw_ttft"] == pytest.approx((-3.0 - 2.0) / 2)
-    assert r["pool_p50"] == pytest.approx((50.0 + 25.0) / 2)
-    assert r["pool_ttft"] == pytest.approx(2.0)
+    assert r["gw"] == pytest.approx(1.0)
+    assert r["pool"] == pytest.approx(0.8)  # 0.9, 0.5, 0.8 (medians: 3.0 / 5.0 = 0.6)
+    assert r["gw_ttft"] == pytest.approx(-2.0)  # -3, -2, +10 (medians: 15 - 18 = -3)
+    assert r["pool_p50"] == pytest.approx(50.0)  # 50, 25, 100 (medians: 280 - 230)
+    assert r["pool_ttft"] == pytest.approx(2.0)  # 2, 2, 5 (medians: 20 - 18)
