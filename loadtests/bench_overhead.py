@@ -218,7 +218,7 @@ def start_gateway(
     tmp: Path,
     name: str,
     upstream: str,
-    redis_url: str,
+    redis_url: str | None,
     sink: str,
     extra: dict[str, str] | None = None,
 ) -> tuple[str, subprocess.Popen[bytes]]:
@@ -232,7 +232,6 @@ def start_gateway(
         "TUNEGATE_ENGINE__MODEL_PATH": "build/demo/base",
         "TUNEGATE_POLICIES_DIR": str(tmp / "policies"),
         "TUNEGATE_AUDIT_DIR": str(tmp / f"audit-{name}"),
-        "TUNEGATE_REDIS_URL": redis_url,
         "TUNEGATE_REDIS_PREFIX": f"tg-{name}:",
         "TUNEGATE_LOG_LEVEL": "warning",
         "OTEL_TRACES_EXPORTER": "otlp",
@@ -241,8 +240,21 @@ def start_gateway(
         **(extra or {}),
     }
     env.pop("TUNEGATE_WORKERS", None)
+    if redis_url is None:  # the in-memory store
+        env.pop("TUNEGATE_REDIS_URL", None)
+    else:
+        env["TUNEGATE_REDIS_URL"] = redis_url
     proc = procs.start(name, [sys.executable, "-m", "gateway", "serve"], env)
     return f"http://127.0.0.1:{port}", proc
+
+
+def start_bare_relay(procs: Processes, upstream: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    cmd = [sys.executable, "loadtests/bare_relay.py", "--port", str(port)]
+    proc = procs.start("bare", cmd + ["--upstream", upstream, "--api-key", UPSTREAM_KEY])
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(proc, f"{url}/health", 30)
+    return url, proc
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -462,7 +474,7 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def machine_line(argv: list[str], load: float) -> str:
+def machine_line(argv: list[str], load: float, script: str = "loadtests/bench_overhead.py") -> str:
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -475,7 +487,7 @@ def machine_line(argv: list[str], load: float) -> str:
     with_root = Path(exe).absolute()
     if with_root.is_relative_to(ROOT):
         exe = str(with_root.relative_to(ROOT))
-    command = shlex.join([exe, "loadtests/bench_overhead.py", *argv])
+    command = shlex.join([exe, script, *argv])
     return (
         f"Machine: nproc {len(os.sched_getaffinity(0))}, {model}, Python "
         f"{platform.python_version()}, load average {load:.2f} at the start. Command: `{command}`"
@@ -1051,14 +1063,7 @@ def main() -> None:
                 )
                 for name, up in (("gw0", mock0), ("gw50", mock50), ("gwg", mockg))
             }
-            bare_port = free_port()
-            bare = procs.start(
-                "bare",
-                [sys.executable, "loadtests/bare_relay.py", "--port", str(bare_port)]
-                + ["--upstream", mock0, "--api-key", UPSTREAM_KEY],
-            )
-            bare_url = f"http://127.0.0.1:{bare_port}"
-            procs.wait_http(bare, f"{bare_url}/health", 30)
+            bare_url, bare = start_bare_relay(procs, mock0)
             env: dict[str, object] = {}
             for name, (url, proc) in gws.items():
                 procs.wait_http(proc, f"{url}/readyz", 180)

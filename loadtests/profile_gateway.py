@@ -3,7 +3,8 @@ py-spy profile, for the same full-pipeline setup as `bench_overhead.py` (mock up
 real Redis, safety, audit, metrics, OTLP traces to a sink).
 
     .venv/bin/python loadtests/profile_gateway.py [--requests 2000] [--conc 8]
-        [--py-spy OUT.txt] [--env NAME=VALUE ...] [--open-rate R [--open-s S] [--warm N]]
+        [--py-spy OUT.txt] [--env NAME=VALUE ...] [--memory-store]
+        [--open-rate R [--open-s S] [--warm N]]
 
 `--env` passes settings to the gateway (e.g. `OTEL_TRACES_EXPORTER=none` to see what tracing
 costs); `--py-spy` writes py-spy's collapsed stacks (needs `py-spy` on PATH or in the venv).
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument(
         "--warm", type=int, default=0, help="the open loop opens this many connections first"
     )
+    ap.add_argument("--memory-store", action="store_true", help="no Redis: the in-memory store")
     ap.add_argument("--keep-log", default=None, help="copy the gateway's log here at the end")
     args = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env)
@@ -72,7 +74,8 @@ def main() -> None:
                     return start(name, cmd, env)
 
                 procs.start = under_cprofile  # type: ignore[method-assign]
-            url, gw = bo.start_gateway(procs, tmp, "gw", mock, redis_url, sink, extra)
+            store = None if args.memory_store else redis_url
+            url, gw = bo.start_gateway(procs, tmp, "gw", mock, store, sink, extra)
             procs.wait_http(gw, f"{url}/readyz", 180)
             t = bo.Target(f"{url}/v1/chat/completions", bo.KEY, "support")
             problem = asyncio.run(bo._warm([t]))
