@@ -682,6 +682,10 @@ async def measure(
     # connections on top of the overload); interleaved, the same rate.
     base_rps = saturation.get("gateway", 0.0)
     if base_rps > 0:
+        # the overload gateway has answered only its warm-up so far, where gw0 has run every
+        # figure above: its pools to the upstream and to Redis grow, and its first collections
+        # run, here rather than in the first round
+        await closed_loop(gwo, OVERLOAD_INFLIGHT, prof.overload_s)
         runs: dict[str, list[OpenRun]] = {key: [] for key, _ in OVERLOAD_ROWS}
         for _ in range(prof.rounds):
             runs["overload"].append(

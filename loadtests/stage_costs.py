@@ -9,9 +9,10 @@ tracing (`OTEL_TRACES_EXPORTER=none`); with the in-memory store instead of Redis
 log on tmpfs (`/dev/shm`, where `fsync` costs next to nothing); the same full gateway for a tenant
 without output rules; all four of those at once; and `bare_relay.py`. Each round measures every
 variant once, in turn; the saving is the full pipeline's figure minus the variant's in the same
-round, then the median over rounds. With two cores or more, everything runs on the first core and
-the process being measured on the second, so the client, the mock and Redis do not share its core
-(the figures are lower than `bench_overhead.py`'s, where they do). Prints one markdown table.
+round, then the median over rounds. With two cores or more, everything runs on the first one this
+process may use and the process being measured on the last, so the client, the mock and Redis do
+not share its core (the figures are lower than `bench_overhead.py`'s, where they do). Prints one
+markdown table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -104,7 +106,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--conc", type=int, default=8)
     args = ap.parse_args()
-    two = (os.cpu_count() or 1) >= 2
+    cpus = sorted(os.sched_getaffinity(0))
+    two = len(cpus) >= 2
+    first, second = {cpus[0]}, {cpus[-1]}
     machine = bo.machine_line(sys.argv[1:], os.getloadavg()[0], "loadtests/stage_costs.py")
     with tempfile.TemporaryDirectory(prefix="tg-stages-") as tmp_name:
         tmp = Path(tmp_name)
@@ -118,7 +122,7 @@ def main() -> None:
         procs = bo.Processes(tmp)
         try:
             if two:
-                os.sched_setaffinity(0, {0})  # the client, and everything started from here
+                os.sched_setaffinity(0, first)  # the client, and everything started from here
             mock = bo.start_mock(procs, "mock0")
             sink = bo.start_mock(procs, "otlp-sink")
             redis_url, _ = bo.start_redis(procs)
@@ -156,12 +160,12 @@ def main() -> None:
                 for v in chosen:
                     pid = pids[v.gateway]
                     if two:
-                        pin(pid, {1})
+                        pin(pid, second)
                     res = asyncio.run(
                         bo.cpu_per_request(targets[v.name], pid, args.requests, args.conc, {})
                     )
                     if two:
-                        pin(pid, {0})
+                        pin(pid, first)
                     if res["errors"]:
                         raise SystemExit(f"{v.name}: {res['errors']:.0f} errors")
                     figures[v.name] = res["us"]
@@ -170,12 +174,10 @@ def main() -> None:
                 time.sleep(0.5)
         finally:
             procs.stop_all()
-            for path in sorted(shm.rglob("*"), reverse=True):
-                path.unlink() if path.is_file() else path.rmdir()
-            shm.rmdir()
+            shutil.rmtree(shm, ignore_errors=True)
     print(machine)
     print()
-    where = "the measured process alone on the second core" if two else "one core for all"
+    where = "the measured process alone on a core of its own" if two else "one core for all"
     print(f"{args.requests} requests at {args.conc} connections per figure; {where}.")
     print()
     print(table([v.name for v in chosen], rounds))
