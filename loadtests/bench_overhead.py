@@ -57,12 +57,7 @@ PLAIN_KEY = "tg-bench-plain-loopback"  # a tenant without output safety rules
 OPEN_WARM_CONNECTIONS = 256  # the open loop's keep-alive connections, opened before it starts
 # The overload runs: on connections the client opened before, and from a client with none.
 OVERLOAD_ROWS = (("overload", "connections open"), ("overload_cold", "every connection new"))
-# TUNEGATE_MAX_INFLIGHT of the overload gateway (gwo, the same as gw0 otherwise): the peak's
-# requests per second times the 50 ms its p99 is held to (Little's law: 400-650 req/s x 0.05 s
-# on these two cores), the bound an operator would set for that latency. With 96 (the runs
-# before, on gw0 itself) each admitted request waited 200 ms behind the others and refusals
-# waited behind them too, for about the same goodput.
-OVERLOAD_INFLIGHT = 32
+OVERLOAD_INFLIGHT = 96  # TUNEGATE_MAX_INFLIGHT of gw0, above the ramp's 64 connections
 UPSTREAM_KEY = "tg-bench-upstream-loopback"  # the mock servers' key
 MASTER_KEY = "sk-bench-master-loopback"  # LiteLLM's master key
 PROMPT = "My order has not arrived yet. What should I do?"
@@ -528,7 +523,6 @@ async def measure(
     direct50: Target = env["direct50"]  # type: ignore[assignment]
     directg: Target = env["directg"]  # type: ignore[assignment]
     gw0: Target = env["gw0"]  # type: ignore[assignment]
-    gwo: Target = env["gwo"]  # type: ignore[assignment]
     gw50: Target = env["gw50"]  # type: ignore[assignment]
     gwg: Target = env["gwg"]  # type: ignore[assignment]
     gwg_plain: Target = env["gwg_plain"]  # type: ignore[assignment]
@@ -682,16 +676,12 @@ async def measure(
     # connections on top of the overload); interleaved, the same rate.
     base_rps = saturation.get("gateway", 0.0)
     if base_rps > 0:
-        # the overload gateway has answered only its warm-up so far, where gw0 has run every
-        # figure above: its pools to the upstream and to Redis grow, and its first collections
-        # run, here rather than in the first round
-        await closed_loop(gwo, OVERLOAD_INFLIGHT, prof.overload_s)
         runs: dict[str, list[OpenRun]] = {key: [] for key, _ in OVERLOAD_ROWS}
         for _ in range(prof.rounds):
             runs["overload"].append(
-                await open_loop(gwo, 2 * base_rps, prof.overload_s, warm=OPEN_WARM_CONNECTIONS)
+                await open_loop(gw0, 2 * base_rps, prof.overload_s, warm=OPEN_WARM_CONNECTIONS)
             )
-            runs["overload_cold"].append(await open_loop(gwo, 2 * base_rps, prof.overload_s))
+            runs["overload_cold"].append(await open_loop(gw0, 2 * base_rps, prof.overload_s))
         for key, rs in runs.items():
             out[key] = {
                 "saturation": base_rps,
@@ -1069,9 +1059,9 @@ def main() -> None:
             overload = {"TUNEGATE_MAX_INFLIGHT": str(OVERLOAD_INFLIGHT)}
             gws = {
                 name: start_gateway(
-                    procs, tmp, name, up, redis_url, sink, overload if name == "gwo" else None
+                    procs, tmp, name, up, redis_url, sink, overload if name == "gw0" else None
                 )
-                for name, up in (("gw0", mock0), ("gwo", mock0), ("gw50", mock50), ("gwg", mockg))
+                for name, up in (("gw0", mock0), ("gw50", mock50), ("gwg", mockg))
             }
             bare_url, bare = start_bare_relay(procs, mock0)
             env: dict[str, object] = {}
