@@ -422,8 +422,8 @@ async def stream_loop(t: Target, conc: int, seconds: float) -> StreamRun:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(*roots: int) -> float:
-    """utime + stime of these processes and every live descendant, in seconds (one /proc scan)."""
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """Every live process: its parent and its utime + stime in seconds (one /proc scan)."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -433,6 +433,12 @@ def tree_cpu_s(*roots: int) -> float:
         except OSError:
             continue
         stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)
+    return stats
+
+
+def tree_pids(*roots: int, stats: dict[int, tuple[int, float]] | None = None) -> set[int]:
+    """These processes and every live descendant."""
+    stats = _proc_stats() if stats is None else stats
     tree, frontier = set(roots), list(roots)
     while frontier:
         parent = frontier.pop()
@@ -440,7 +446,13 @@ def tree_cpu_s(*roots: int) -> float:
             if ppid == parent and pid not in tree:
                 tree.add(pid)
                 frontier.append(pid)
-    return sum(stats[p][1] for p in tree if p in stats)
+    return tree
+
+
+def tree_cpu_s(*roots: int) -> float:
+    """utime + stime of these processes and every live descendant, in seconds (one /proc scan)."""
+    stats = _proc_stats()
+    return sum(stats[p][1] for p in tree_pids(*roots, stats=stats) if p in stats)
 
 
 async def cpu_per_request(

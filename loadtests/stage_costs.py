@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -29,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import contextlib
-
 import bench_overhead as bo  # a sibling script, not a package module
 
 NO_TRACING = {"OTEL_TRACES_EXPORTER": "none"}
@@ -78,8 +77,8 @@ def table(names: list[str], rounds: list[dict[str, float]]) -> str:
 
 
 def pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of `pid` and of its children onto `cpus` (best effort)."""
-    for proc in [pid, *children(pid)]:
+    """Every thread of `pid` and of its descendants onto `cpus` (best effort)."""
+    for proc in bo.tree_pids(pid):
         try:
             tasks = [int(t.name) for t in Path(f"/proc/{proc}/task").iterdir()]
         except OSError:
@@ -87,17 +86,6 @@ def pin(pid: int, cpus: set[int]) -> None:
         for tid in tasks:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(tid, cpus)
-
-
-def children(pid: int) -> list[int]:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    out = [int(k) for k in kids]
-    for k in list(out):
-        out += children(k)
-    return out
 
 
 def main() -> None:
