@@ -7,8 +7,8 @@ import dataclasses
 import hashlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,6 @@ class Gateway:
         self.engine_failure: str | None = None
         self.base_info = base_info
         self._validated: set[int] = set()
-        self._stage_hist: dict[str, Any] = {}
         self.inflight: Counter[str] = Counter()
         self.active = 0  # admitted requests not yet finished
         self.entered = 0  # completion requests inside the app (InflightGate)
@@ -162,26 +161,14 @@ class Gateway:
         engine.on_load = self._loaded_adapter
         if hasattr(engine, "on_route"):  # the engine pool
             routes, retries = metrics.pool_routes, metrics.pool_retries
-            engine.on_route = lambda server, affinity: routes.labels(server, affinity).inc()
+            engine.on_route = lambda server, affinity: metrics.child(routes, server, affinity).inc()
             engine.on_retry = lambda reason: retries.labels(reason.split(":")[0]).inc()
         for tune in catalogue.all_versions():  # zero series now, so alerts see the first one
             metrics.adapter_loads.labels(tune.name, tune.version, "error")
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Time a pipeline stage: a metric always, a span or span event when tracing is on."""
-        hist = self._stage_hist.get(name)
-        if hist is None:
-            hist = self._stage_hist[name] = self.metrics.stage_duration.labels(name)
-        start = time.perf_counter()
-        try:
-            if self.tracing.enabled:
-                with self.tracing.stage(name):
-                    yield
-            else:
-                yield
-        finally:
-            hist.observe(time.perf_counter() - start)
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        """Time a pipeline stage: a metric always, a span or span attribute when tracing is on."""
+        return self.tracing.stage(name, self.metrics.child(self.metrics.stage_duration, name))
 
     async def authenticate(self, header: str | None) -> Principal:
         with self.stage("auth"):
@@ -251,11 +238,11 @@ class Gateway:
         profile = tune_profile.merged(tenant.format) if tune_profile else tenant.format
         if structured and profile is not None:
             profile = profile.model_copy(update={"disclaimer": None, "normalize_whitespace": False})
-        metric = self.metrics.safety_findings
+        m = self.metrics
         return OutputPipeline(
             rules=tenant.safety_output,
             profile=profile,
-            on_finding=lambda rule, action: metric.labels(rule, action).inc(),
+            on_finding=lambda rule, action: m.child(m.safety_findings, rule, action).inc(),
         )
 
     def scan_input(
@@ -272,7 +259,9 @@ class Gateway:
             for text in texts:
                 result = scan(text, rules)
                 for finding in result.findings:
-                    self.metrics.safety_findings.labels(finding.rule_id, finding.action).inc()
+                    self.metrics.child(
+                        self.metrics.safety_findings, finding.rule_id, finding.action
+                    ).inc()
                     if finding.rule_id not in findings:
                         findings.append(finding.rule_id)
                 if result.blocked:
@@ -430,10 +419,10 @@ class Gateway:
             except BaseException as exc:
                 self.active -= 1
                 if early and not isinstance(exc, asyncio.CancelledError):
-                    self.metrics.early_starts.labels("refused").inc()
+                    self.metrics.child(self.metrics.early_starts, "refused").inc()
                 raise
             if early:
-                self.metrics.early_starts.labels("admitted").inc()
+                self.metrics.child(self.metrics.early_starts, "admitted").inc()
             admission.on_close = self._left
             return admission
 

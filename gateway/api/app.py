@@ -67,7 +67,7 @@ def _default_store(settings: Settings) -> Store:
 
 def _audit_sink(settings: Settings, metrics: Metrics) -> AuditSink:
     def on_event(event: str) -> None:
-        metrics.audit_events.labels(event).inc()
+        metrics.child(metrics.audit_events, event).inc()
 
     def on_commit(seconds: float) -> None:
         metrics.audit_write_duration.observe(seconds)
@@ -127,7 +127,7 @@ def create_app(
         replicas=settings.replicas,
         lease_s=settings.slot_lease_s,
         on_fallback=fallback,
-        on_reject=lambda t, r: metrics.rate_limited.labels(t, r).inc(),
+        on_reject=lambda t, r: metrics.child(metrics.rate_limited, t, r).inc(),
         early_start=settings.early_start,
     )
     audit = _audit_sink(settings, metrics)

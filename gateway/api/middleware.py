@@ -118,7 +118,7 @@ class InflightGate:
                 exc = OverloadedError(
                     "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
                 )
-                gw.metrics.rate_limited.labels("", "overloaded").inc()
+                gw.metrics.child(gw.metrics.rate_limited, "", "overloaded").inc()
             Tracker(gw, route, scope.get("state", {}).get("request_id", "")).done(
                 exc.status, code=exc.code
             )

@@ -14,6 +14,7 @@ from gateway.service import Gateway
 __all__ = ["Tracker", "decision_of"]
 
 log = logging.getLogger("gateway.requests")
+_CLASS = [f"{c}xx" for c in range(10)]  # a status' class label, by its first digit
 
 
 @functools.cache
@@ -92,8 +93,9 @@ class Tracker:
 
     def first_token(self) -> None:
         now = time.perf_counter()
-        self.gw.metrics.ttft.labels(self.tenant, self.tune).observe(now - self.start)
-        self._gap = self.gw.metrics.token_gap.labels(self.tune)
+        m = self.gw.metrics
+        m.child(m.ttft, self.tenant, self.tune).observe(now - self.start)
+        self._gap = m.child(m.token_gap, self.tune)
         self._last = now
 
     def chunk_sent(self) -> None:
@@ -105,9 +107,9 @@ class Tracker:
 
     def tokens(self, prompt: int, completion: int) -> None:
         self.prompt_tokens, self.completion_tokens = prompt, completion
-        m = self.gw.metrics.tokens
-        m.labels(self.tenant, self.tune, "prompt").inc(prompt)
-        m.labels(self.tenant, self.tune, "completion").inc(completion)
+        m = self.gw.metrics
+        m.child(m.tokens, self.tenant, self.tune, "prompt").inc(prompt)
+        m.child(m.tokens, self.tenant, self.tune, "completion").inc(completion)
 
     def done(
         self, status: int, *, code: str | None = None, finish_reason: str | None = None
@@ -117,10 +119,11 @@ class Tracker:
             return
         elapsed = time.perf_counter() - self.start
         m = self.gw.metrics
-        m.requests.labels(
-            self.route, self.tenant, self.tune, self.version or "", f"{status // 100}xx"
+        status_class = _CLASS[status // 100]
+        m.child(
+            m.requests, self.route, self.tenant, self.tune, self.version or "", status_class
         ).inc()
-        m.request_duration.labels(self.route, self.tenant, self.tune).observe(elapsed)
+        m.child(m.request_duration, self.route, self.tenant, self.tune).observe(elapsed)
         if self.span_attrs is not None:
             self._annotate_span(status, code, finish_reason)
         if log.isEnabledFor(logging.DEBUG):  # an access log line, names and numbers only

@@ -12,6 +12,7 @@ and `/metrics` adds them up across processes (`MultiProcessCollector`); gauges s
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,6 +41,7 @@ class Metrics:
 
     def __init__(self) -> None:
         disable_created_metrics()  # no `_created` series: half the output, nothing lost
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.registry = r = CollectorRegistry(auto_describe=True)
 
         # Traffic.
@@ -230,6 +232,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: `labels()` finds the child under the metric's lock
+        on every call (about 2.4 µs) and a request writes six to eight series. Label values
+        come from the bounded sets above, so this cache is bounded the same way."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         path = multiprocess_dir()
