@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from gateway.api import render
 from gateway.api.disconnect import ClientDisconnected, until_disconnect
 from gateway.api.errors import validation_error
+from gateway.api.event_stream import EventStream
 from gateway.api.tracker import Tracker
 from gateway.api.wire import ChatRequest, CompletionRequest
 from gateway.engine import EngineRequest, Output
@@ -264,11 +265,9 @@ async def _answer(
         chat,
         post,
     )
-    return _AdmittedStream(
-        admission,
-        events,
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, **admission.headers},
+    release = admission.finish
+    return EventStream(  # releases the admission however the response ends, even if unstarted
+        events, {**SSE_HEADERS, **admission.headers}, on_close=lambda: release(None)
     )
 
 
@@ -284,20 +283,6 @@ async def _admitted(admitting: asyncio.Task[Admission], work: asyncio.Future[Any
         if not work.cancelled():
             work.exception()  # it failed on its own before the refusal: the refusal is the answer
         raise
-
-
-class _AdmittedStream(StreamingResponse):
-    """Releases the admission however the response ends, even if the stream never started."""
-
-    def __init__(self, admission: Admission, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.admission = admission
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.admission.finish(None)
 
 
 async def _events(
@@ -322,10 +307,12 @@ async def _events(
             delta = {"content": text} if text else {}
             return render.chat_chunk(rid, created, model, delta, finish)
 
-        yield render.sse(
+        # The assistant's role first, in the same write as the first text when there is some.
+        opening = render.sse(
             render.chat_chunk(rid, created, model, {"role": "assistant", "content": ""}, None)
         )
     else:
+        opening = b""
 
         def chunk(text: str, finish: str | None) -> dict[str, Any]:
             return render.completion_chunk(rid, created, model, text, finish)
@@ -340,8 +327,12 @@ async def _events(
             step = post.feed(out.text)
             if step.emit:
                 sent.append(step.emit)
-                yield render.sse(chunk(step.emit, None))
+                yield opening + render.sse(chunk(step.emit, None))
+                opening = b""
                 t.chunk_sent()
+            elif opening:  # nothing to show yet (held back by output rules): the role now
+                yield opening
+                opening = b""
             if step.finish_reason is not None:
                 finish = step.finish_reason  # post-processing ended the answer: stop the engine
                 await outputs.aclose()  # type: ignore[attr-defined]
@@ -384,4 +375,7 @@ async def _events(
         _failed(t, exc)
         raise
     finally:
-        await admission.finish(last.prompt_tokens + last.completion_tokens)
+        try:  # the engine's stream ends now, not when the collector finds it
+            await outputs.aclose()  # type: ignore[attr-defined]
+        finally:
+            await admission.finish(last.prompt_tokens + last.completion_tokens)
