@@ -224,9 +224,7 @@ async def _answer(
         outputs = gw.stream(ereq).__aiter__()
         # Wait for the first output before sending headers, so early failures get a status.
         starting = asyncio.ensure_future(
-            asyncio.wait_for(
-                outputs.__anext__(), min(gw.first_token_timeout_s, gw.request_timeout_s)
-            )
+            _first_output(outputs, min(gw.first_token_timeout_s, gw.request_timeout_s))
         )
         try:
             if early is not None:
@@ -269,6 +267,11 @@ async def _answer(
     return EventStream(  # releases the admission however the response ends, even if unstarted
         events, {**SSE_HEADERS, **admission.headers}, on_close=lambda: release(None)
     )
+
+
+async def _first_output(outputs: AsyncIterator[Output], timeout_s: float) -> Output:
+    async with asyncio.timeout(timeout_s):
+        return await anext(outputs)
 
 
 async def _admitted(admitting: asyncio.Task[Admission], work: asyncio.Future[Any]) -> Admission:
@@ -339,8 +342,9 @@ async def _events(
                 break
             if out.finish_reason is not None:
                 break
-            try:
-                out = await asyncio.wait_for(anext(outputs, None), deadline - loop.time())
+            try:  # a timer, not `wait_for`: that would run each wait in a task of its own
+                async with asyncio.timeout_at(deadline):
+                    out = await anext(outputs, None)
             except TimeoutError:
                 await outputs.aclose()  # type: ignore[attr-defined]
                 raise t.gw.deadline_error(first=False) from None
