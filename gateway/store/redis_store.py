@@ -37,9 +37,11 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.op_timeout_s = op_timeout_s
+        # Every operation is bounded by `_op`'s timer as a whole. No `socket_timeout`: with one,
+        # redis-py runs each command's send in a task of its own (`wait_for`) and times its
+        # read again; a cancelled command's connection is dropped, as on a timeout.
         self._r: aioredis.Redis = aioredis.Redis.from_url(
             url,
-            socket_timeout=op_timeout_s,
             socket_connect_timeout=op_timeout_s,
             health_check_interval=10,
         )
@@ -54,7 +56,7 @@ class RedisStore:
 
     async def _op(self, work: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(self.op_timeout_s * 2):
+            async with asyncio.timeout(self.op_timeout_s):
                 return await work
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(type(exc).__name__) from None
