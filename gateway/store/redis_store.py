@@ -37,11 +37,13 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.op_timeout_s = op_timeout_s
-        # Every operation is bounded by `_op`'s timer as a whole. No `socket_timeout`: with one,
-        # redis-py runs each command's send in a task of its own (`wait_for`) and times its
-        # read again; a cancelled command's connection is dropped, as on a timeout.
+        # Every operation is bounded by `_op`'s timer as a whole. No socket timeout (redis-py's
+        # default is 5 s): with one, redis-py runs each command's send in a task of its own
+        # (`wait_for`) and times its read again; a cancelled command's connection is dropped,
+        # as on a timeout.
         self._r: aioredis.Redis = aioredis.Redis.from_url(
             url,
+            socket_timeout=None,
             socket_connect_timeout=op_timeout_s,
             health_check_interval=10,
         )
