@@ -79,9 +79,14 @@ class StageClock:
         seconds = time.perf_counter() - self.start
         if self.hist is not None:
             self.hist.observe(seconds)
-        stages = self.stages
-        if stages is not None:
-            stages[self.name] = stages.get(self.name, 0.0) + seconds * 1000
+        if self.stages is not None:
+            _add_ms(self.stages, self.name, seconds * 1000)
+
+
+def _add_ms(stages: dict[str, float], name: str, ms: float) -> None:
+    """Stage durations are summed per request; `TracingMiddleware` sets them on the request
+    span as it ends."""
+    stages[name] = stages.get(name, 0.0) + ms
 
 
 def current_span() -> Span | None:
@@ -175,20 +180,15 @@ class Tracing:
                 hist.observe(time.perf_counter() - start)
             span.end()
 
-    @staticmethod
-    def _duration(name: str, ms: float) -> None:
-        """Summed per request; `TracingMiddleware` sets them on the request span as it ends."""
-        stages = _stage_ms.get()
-        if stages is not None:
-            stages[name] = stages.get(name, 0.0) + ms
-
     def record(self, name: str, start_ns: int, end_ns: int | None = None, **attrs: Any) -> None:
         """A finished stage with given times (for stages that straddle stream chunks)."""
         root = self._recording()
         if root is None:
             return
         if not self.all_spans and name not in self.span_stages:
-            self._duration(name, ((end_ns or time.time_ns()) - start_ns) / 1e6)
+            stages = _stage_ms.get()
+            if stages is not None:
+                _add_ms(stages, name, ((end_ns or time.time_ns()) - start_ns) / 1e6)
             return
         span = self.tracer.start_span(
             name, context=_request_ctx.get(), start_time=start_ns, attributes=attrs
