@@ -12,8 +12,8 @@ least busy first; otherwise the tune is loaded on the least busy healthy server.
 has not received its first byte is retried once on another server after a connect error or a
 502/503 — never after a 4xx, never once the server has begun answering. A request the client
 wants whole is asked of the server whole (one body to parse instead of one event per token;
-`pool_whole_answers`); the rest stream, over pooled keep-alive connections, each chunk parsed
-once with orjson (`pool_wire.py`).
+`pool_whole_answers`); the rest stream, over pooled keep-alive connections (`upstream_http.py`,
+a lean HTTP/1.1 client for these requests), each chunk parsed once with orjson (`pool_wire.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from gateway.engine.pool_wire import (
 )
 from gateway.engine.prompts import PromptRenderer, RendersPrompts
 from gateway.engine.types import Adapter, EngineRequest, EngineStats, Output
+from gateway.engine.upstream_http import UpstreamClient
 from gateway.errors import (
     DeadlineError,
     EngineUnavailableError,
@@ -93,7 +94,8 @@ class RemoteVLLMPool(RendersPrompts):
         }
         self._known: dict[str, Adapter] = {}  # adapters the gateway asked for, by name
         self._prompts: PromptRenderer | None = None
-        self._session: Any = None
+        self._session: Any = None  # health, models, metrics and adapter calls
+        self._upstream = UpstreamClient(settings.pool_connections)  # generation requests
         self._health_task: asyncio.Task[None] | None = None
         self._max_model_len = settings.max_model_len
         key = settings.upstream_api_key
@@ -144,6 +146,7 @@ class RemoteVLLMPool(RendersPrompts):
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self._upstream.close()
 
     # -- health, discovery, reconciliation ------------------------------------------------------
 
@@ -402,8 +405,6 @@ class RemoteVLLMPool(RendersPrompts):
         )
 
     async def _from_server(self, server: Server, request: EngineRequest) -> AsyncIterator[Output]:
-        import aiohttp
-
         s = self.settings
         headers = {**self._auth, "Content-Type": "application/json"}
         if request.trace_headers:
@@ -413,23 +414,21 @@ class RemoteVLLMPool(RendersPrompts):
         server.busy[name] = server.busy.get(name, 0) + 1
         # A whole answer's first byte comes when it is finished: the caller's deadline bounds it.
         whole = request.whole and self.answers_whole
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=s.pool_connect_timeout_s,
-            sock_read=None if whole else s.pool_read_timeout_s,
-        )
         response = None
         streaming = drained = False
         try:
             try:
-                response = await self._session.post(
-                    f"{server.url}/v1/completions",
-                    data=request_body(request, s.served_model_name, whole=whole),
-                    headers=headers,
-                    timeout=timeout,
+                response = await self._upstream.post(
+                    server.url,
+                    "/v1/completions",
+                    request_body(request, s.served_model_name, whole=whole),
+                    headers,
+                    connect_timeout=s.pool_connect_timeout_s,
+                    read_timeout=None if whole else s.pool_read_timeout_s,
                 )
-            except TimeoutError:  # aiohttp's connect timeouts are TimeoutErrors too
+            except TimeoutError:
                 raise _Retry("connect: timeout", unhealthy=True) from None
-            except (aiohttp.ClientConnectionError, OSError) as exc:
+            except OSError as exc:  # could not connect, or closed before answering
                 raise _Retry(f"connect: {type(exc).__name__}", unhealthy=True) from None
             if response.status != 200:
                 await self._refuse(server, request, response)
@@ -440,10 +439,10 @@ class RemoteVLLMPool(RendersPrompts):
                 drained = True  # read to the end: the connection goes back to the pool
                 yield out
             else:
-                async for out in read_stream(response.content.iter_any(), prompt_tokens):
+                async for out in read_stream(response.iter_chunks(), prompt_tokens):
                     yield out
                 drained = True
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except OSError as exc:  # TimeoutError is one too
             if not streaming:
                 raise _Retry(f"connect: {type(exc).__name__}", unhealthy=True) from None
             raise UpstreamError(
