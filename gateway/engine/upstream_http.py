@@ -288,7 +288,8 @@ class UpstreamClient:
         now = time.monotonic()
         while host.idle:
             conn = host.idle.pop()
-            if not conn.lost and now - conn.idle_since < self.keepalive_s:
+            closing = conn.transport is None or conn.transport.is_closing()
+            if not conn.lost and not closing and now - conn.idle_since < self.keepalive_s:
                 return conn
             conn.close()
         return None
