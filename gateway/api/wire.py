@@ -72,7 +72,11 @@ class JsonSchemaSpec(_Wire):
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 
-        if _depth(value) > MAX_SCHEMA_DEPTH or len(orjson.dumps(value)) > MAX_SCHEMA_BYTES:
+        try:
+            size = len(orjson.dumps(value))
+        except orjson.JSONEncodeError:  # an integer past 64 bits: no engine could take it
+            raise ValueError("the schema holds an integer outside the 64-bit range") from None
+        if _depth(value) > MAX_SCHEMA_DEPTH or size > MAX_SCHEMA_BYTES:
             raise ValueError(
                 f"the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels or "
                 f"larger than {MAX_SCHEMA_BYTES} bytes"

@@ -28,6 +28,12 @@ HOSTILE = {
             "json_schema": {"name": "x", "schema": {"type": 5}},
         }
     },
+    "schema-integer-past-64-bits": {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "integer", "maximum": 2**70}},
+        }
+    },
     "schema-deep": {
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": DEEP}}
     },
@@ -61,6 +67,8 @@ HOSTILE = {
     "temperature-nan": {"temperature": float("nan")},
     "stop-empty": {"stop": [""]},
     "seed-huge": {"seed": 2**70},
+    "max-tokens-past-64-bits": {"max_tokens": 2**70},
+    "max-completion-tokens-past-64-bits": {"max_completion_tokens": 2**64},
 }
 
 
