@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.early_start import EarlyStart
 from gateway.errors import ClientError, ServerError
+from gateway.ids import new_id
 from gateway.policy import EffectiveLimits, Tenant
 from gateway.store import RateDecision, Store, StoreUnavailable
 from gateway.store.memory import MemoryStore
@@ -205,7 +205,7 @@ class Limiter:
         limit = limits.max_concurrent
         if limits.admits_freely:
             return Admission(self, tenant, store, 0, None)
-        slot = uuid.uuid4().hex if limit is not None else None
+        slot = new_id() if limit is not None else None
         reserved = tokens if tpm else 0
         call = asyncio.ensure_future(
             store.admit(tenant.name, limit, slot or "", self.lease_s, rpm, tpm, reserved)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from typing import Any
 
 import orjson
@@ -17,6 +16,7 @@ from gateway.errors import (
     PayloadTooLargeError,
     ShuttingDownError,
 )
+from gateway.ids import new_id
 from gateway.observability.logs import request_id_var
 
 __all__ = ["BodyLimitMiddleware", "InflightGate", "RequestIdMiddleware", "send_error"]
@@ -61,7 +61,7 @@ class RequestIdMiddleware:
                 rid = value
                 break
         if not rid:
-            rid = uuid.uuid4().hex.encode()
+            rid = new_id().encode()
         scope.setdefault("state", {})["request_id"] = rid.decode()
         token = request_id_var.set(rid.decode())  # every log line of this request carries it
 

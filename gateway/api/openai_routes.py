@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ from gateway.api.tracker import Tracker
 from gateway.api.wire import ChatRequest, CompletionRequest
 from gateway.engine import EngineRequest, Output
 from gateway.errors import GatewayError
+from gateway.ids import new_id
 from gateway.limits import Admission
 from gateway.postprocess import OutputPipeline
 from gateway.service import Gateway, Resolved, Sampling, check_structured
@@ -140,7 +140,7 @@ async def chat_completions(request: Request) -> Response:
         prompt = resolved.tune.system_prompt if resolved.tune else None
         if prompt and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": prompt}, *messages]  # the tune's default
-        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        rid = f"chatcmpl-{new_id()}"
         _responding(t, rid, resolved.model)
         ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
         admission = gw.admit_early(principal, ereq) or await gw.admit(principal, ereq)
@@ -170,7 +170,7 @@ async def completions(request: Request) -> Response:
         resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
         t.version = resolved.tune.version if resolved.tune else None
-        rid = f"cmpl-{uuid.uuid4().hex}"
+        rid = f"cmpl-{new_id()}"
         _responding(t, rid, resolved.model)
         ereq = gw.prepare_completion(rid, principal, resolved, prompt, _sampling(body))
         admission = gw.admit_early(principal, ereq) or await gw.admit(principal, ereq)
