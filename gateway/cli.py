@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -63,13 +64,39 @@ def _serve(
         "access_log": False,
         "timeout_graceful_shutdown": 30,
     }
-    if settings.workers > 1:
-        os.environ["TUNEGATE_PORT"] = str(settings.port)
-        uvicorn.run(
-            "gateway.api.factory:app_from_env", factory=True, workers=settings.workers, **common
-        )  # type: ignore[arg-type]
-    else:
-        uvicorn.run(app, **common)  # type: ignore[arg-type]
+    from gateway.listen import listening_sockets
+
+    try:  # several sockets on the port: a storm of new connections is accepted at once
+        sockets = listening_sockets(settings.host, settings.port)
+    except OSError as exc:
+        print(f"tunegate: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("gateway").info(
+        "listening",
+        extra={
+            "url": f"http://{settings.host}:{sockets[0].getsockname()[1]}",
+            "sockets": len(sockets),
+            "workers": settings.workers,
+        },
+    )
+    try:
+        if settings.workers > 1:  # each worker serves on every socket (what uvicorn.run does)
+            from uvicorn.supervisors import Multiprocess
+
+            os.environ["TUNEGATE_PORT"] = str(settings.port)
+            factory = "gateway.api.factory:app_from_env"
+            config = uvicorn.Config(factory, factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+            Multiprocess(config, sockets=sockets).run()
+            return 0
+        server = uvicorn.Server(uvicorn.Config(app, **common))  # type: ignore[arg-type]
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for sock in sockets:
+            sock.close()
+    if not server.started:
+        return 3  # the app did not start (uvicorn's own start-up failure code)
     return 0
 
 

@@ -484,6 +484,36 @@ def test_engine_processes_run_nicer_than_the_gateway(live_gateway):
     assert os.getpriority(os.PRIO_PROCESS, gateway.pid) == own
 
 
+def test_a_burst_of_new_connections_is_served_through_every_listening_socket(live_gateway):
+    """The gateway listens on several sockets of one port (`gateway/listen.py`); a burst of
+    new connections, each with a request, is answered in full."""
+    import asyncio
+
+    from gateway.listen import ACCEPT_SOCKETS
+
+    assert live_gateway.proc is not None
+    port = int(live_gateway.url.rsplit(":", 1)[1])
+    listening = [
+        c
+        for c in psutil.Process(live_gateway.proc.pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    assert len(listening) == ACCEPT_SOCKETS
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=300, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as c:
+            answers = await asyncio.gather(
+                *(
+                    c.get(f"{live_gateway.url}/v1/models", headers=live_gateway.headers())
+                    for _ in range(300)
+                )
+            )
+        return [r.status_code for r in answers]
+
+    assert asyncio.run(burst()) == [200] * 300
+
+
 def test_dashboard_panels_fill_from_real_traffic(live_gateway, tmp_path):
     """Prometheus (Debian's, started here) scrapes the live gateway; every dashboard query is
     evaluated. The panels of the demo's own traffic must show data; panels that only show
