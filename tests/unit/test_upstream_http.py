@@ -135,10 +135,16 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced_once():
         await client.close()
 
 
-async def test_a_new_connection_closed_before_the_answer_is_an_error():
-    async def handler(reader, writer, n):
-        writer.close()
+async def close(reader, writer, n):
+    writer.close()
 
+
+async def garble(reader, writer, n):
+    writer.write(b"SMTP ready\r\n\r\n")
+
+
+@pytest.mark.parametrize("handler", [close, garble], ids=["closed", "garbled"])
+async def test_a_new_connection_closed_or_garbled_before_the_answer_is_an_error(handler):
     async with Server(handler) as url:
         client = UpstreamClient(limit_per_host=4)
         with pytest.raises(UpstreamClosed):
@@ -203,17 +209,6 @@ async def test_a_body_that_ends_when_the_server_closes():
         assert await r.read() == b"all of it"
         r.release()
         assert client.idle_count(url) == 0  # the server said close
-        await client.close()
-
-
-async def test_a_garbled_answer_is_an_error():
-    async def handler(reader, writer, n):
-        writer.write(b"SMTP ready\r\n\r\n")
-
-    async with Server(handler) as url:
-        client = UpstreamClient(limit_per_host=4)
-        with pytest.raises(UpstreamClosed):
-            await post(client, url)
         await client.close()
 
 
