@@ -211,9 +211,8 @@ class UpstreamResponse:
     def close(self) -> None:
         """Done with it early: the connection is closed (the server stops the answer)."""
         if not self._done:
-            self._done = True
             self._conn.close()
-            self._conn.client._check_in(self._conn)
+            self.release()  # closed, so not kept: its slot is given back
 
 
 class _Host:
@@ -288,8 +287,7 @@ class UpstreamClient:
         now = time.monotonic()
         while host.idle:
             conn = host.idle.pop()
-            closing = conn.transport is None or conn.transport.is_closing()
-            if not conn.lost and not closing and now - conn.idle_since < self.keepalive_s:
+            if conn.reusable() and now - conn.idle_since < self.keepalive_s:
                 return conn
             conn.close()
         return None
@@ -305,7 +303,7 @@ class UpstreamClient:
                     ssl=host.ssl,
                     server_hostname=host.host if host.ssl else None,
                 )
-        except TimeoutError:
+        except TimeoutError:  # an OSError too: kept a timeout, not a connect error
             raise
         except OSError as exc:
             raise UpstreamConnectError(exc.errno, f"cannot connect: {exc}") from None

@@ -69,7 +69,7 @@ class RequestSpans:
         if not decision.is_recording():
             return trace.NonRecordingSpan(context)
         # as in the SDK, the span starts with the attributes the sampler gives back
-        return RequestSpan(self, name, context, parent_sc, dict(sampled.attributes or {}))
+        return RequestSpan(self, name, context, parent_sc, sampled.attributes or {})
 
 
 def _value(value: Any) -> Any:
@@ -88,13 +88,13 @@ class RequestSpan(trace.Span):
         name: str,
         context: SpanContext,
         parent: SpanContext | None,
-        attributes: dict[str, Any],
+        attributes: Mapping[str, Any],
     ) -> None:
         self._owner = owner
         self._name = name
         self._context = context
         self._parent = parent
-        self._attrs = {k: _value(v) for k, v in attributes.items()}
+        self._attrs = {k: _value(v) for k, v in attributes.items()}  # the span's own copy
         self._start = time.time_ns()
         self._status = _UNSET
         self._events: list[Event] = []
