@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from gateway.heap import freeze_startup_heap
+from gateway.heap import YOUNG_THRESHOLD, freeze_startup_heap, thaw_heap
 
 
 def tracked(obj: object) -> bool:
@@ -24,8 +24,22 @@ def test_freezing_moves_live_objects_out_of_the_collected_generations():
         after = {"b": [3]}  # made after the freeze: collected as usual
         assert tracked(after)
     finally:
-        gc.unfreeze()
+        thaw_heap()
     assert tracked(before)
+
+
+def test_the_young_generation_is_collected_less_often_until_the_heap_thaws():
+    own = gc.get_threshold()
+    assert own[0] < YOUNG_THRESHOLD
+    try:
+        freeze_startup_heap()
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *own[1:])
+        freeze_startup_heap()  # again: the collector's own thresholds are still what comes back
+        thaw_heap()
+        assert gc.get_threshold() == own
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*own)
 
 
 async def test_the_serving_app_freezes_once_its_engine_has_started(tmp_path):
