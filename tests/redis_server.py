@@ -31,6 +31,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / "redis.sock"
+
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
@@ -45,6 +49,10 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                "--unixsocket",
+                str(self.socket_path),
+                "--unixsocketperm",
+                "700",
                 "--protected-mode",
                 "yes",
                 "--enable-debug-command",

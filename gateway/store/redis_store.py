@@ -12,7 +12,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.store.redis_batch import ScriptBatch
+from gateway.store.redis_channel import ScriptChannel
 from gateway.store.redis_lua import ACQUIRE_SLOT, ADMIT, FINISH, REFUND, TAKE
 from gateway.store.types import (
     BindingChange,
@@ -53,8 +53,9 @@ class RedisStore:
         self._acquire = self._r.register_script(ACQUIRE_SLOT)
         self._admit = self._r.register_script(ADMIT)
         self._finish = self._r.register_script(FINISH)
-        # Every request's admission and release: the calls of one loop turn go as one pipeline.
-        self._batch = ScriptBatch(self._r, op_timeout_s)
+        # Every request's admission and release: on a pipelined connection of their own, the
+        # calls of one loop turn in one write.
+        self._scripts = ScriptChannel(url, op_timeout_s)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -68,8 +69,10 @@ class RedisStore:
 
     async def start(self) -> None:
         await self._op(self._r.ping())
+        await self._scripts.connect()
 
     async def close(self) -> None:
+        self._scripts.close()
         await self._r.aclose()
 
     # keys ---------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ class RedisStore:
             self._k("rl", tenant, "tok"),
         ]
         args = [limit or 0, slot, max(1, int(lease_s * 1000)), rpm or 0, tpm or 0, tokens]
-        got, allowed, wait, rl, tl = await self._batch.call(self._admit, keys, args)
+        got, allowed, wait, rl, tl = await self._scripts.call(self._admit, keys, args)
         if not got:
             return False, None
         if not rpm and not tpm:
@@ -210,7 +213,7 @@ class RedisStore:
 
     async def finish(self, tenant: str, slot: str | None, tpm: int | None, refund: int) -> None:
         keys = [self._k("slots", tenant), self._k("rl", tenant, "tok")]
-        await self._batch.call(self._finish, keys, [slot or "", tpm or 0, max(0, refund)])
+        await self._scripts.call(self._finish, keys, [slot or "", tpm or 0, max(0, refund)])
 
     @staticmethod
     def _decision(
