@@ -1132,7 +1132,7 @@ def main() -> None:
     engine = None
     if args.engine:
         log("the real engine: bench_engine.py")
-        engine = engine_rows(2 if not args.quick else 1, 3.0 if not args.quick else 1.5)
+        engine = engine_rows(3 if not args.quick else 1, 3.0 if not args.quick else 1.5)
     print(report(res, prof, with_ll, why_not, sys.argv[1:], load, engine))
     print(
         f"\nWall time: {time.monotonic() - install_done:.0f} s "
