@@ -183,3 +183,33 @@ def test_spans_reach_an_otlp_receiver_through_the_gateway_tracing(monkeypatch):
     assert [(a.key, a.value.double_value) for a in got.attributes] == [
         ("tunegate.stage_ms.admit", 0.5)
     ]
+
+
+def test_kept_attribute_bytes_never_stand_in_for_another_value(monkeypatch, caplog):
+    """Attributes' bytes are kept for reuse: equal values of other types (1, True, 1.0), other
+    keys, text past 127 bytes, non-ASCII text, negative and out-of-range integers, and a full
+    store (cleared) still encode as the SDK does."""
+    from gateway.observability import otlp_encode
+
+    monkeypatch.setattr(otlp_encode, "KEPT_ATTRIBUTES", 5)
+    otlp_encode._kept.clear()
+    values = [1, True, 1.0, 0, False, 0.0, -1, -(2**63), 2**63 - 1, "", "é" * 200, "x" * 127]
+    spans = []
+    for i, value in enumerate(values * 2):
+        spans.append(
+            ReadableSpan(
+                f"s{i}",
+                context=SpanContext(i + 1, i + 2, is_remote=False),
+                resource=Resource({"service.name": "gw"}),
+                attributes={"v": value, "w": value, "": "empty key", "big": 2**64},
+                kind=SpanKind.SERVER,
+                status=Status(StatusCode.UNSET),
+                start_time=1,
+                end_time=2,
+            )
+        )
+    with caplog.at_level(logging.ERROR):
+        same(spans)
+        same(spans[::-1])
+    assert "Failed to encode key big" in caplog.text
+    assert len(otlp_encode._kept) <= 5

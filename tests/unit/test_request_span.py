@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -110,7 +111,8 @@ def test_the_processors_get_what_the_sdk_span_gives_them():
     assert ours.context.span_id != theirs.context.span_id
     assert ours.start_time <= ours.end_time
     # the OTLP encoder takes it as it takes the SDK's
-    assert encode_spans([ours]).resource_spans[0].scope_spans[0].spans[0].name == "chat support"
+    sent = ExportTraceServiceRequest.FromString(encode_spans([ours]).SerializePartialToString())
+    assert sent.resource_spans[0].scope_spans[0].spans[0].name == "chat support"
 
 
 def test_attribute_limits_apply_as_the_sdk_applies_them():
