@@ -261,7 +261,8 @@ def _tls(p: dict[str, Any]) -> ssl.SSLContext | None:
     if p.get("connection_class") is not SSLConnection:
         return None
     ctx = ssl.create_default_context(cafile=p.get("ssl_ca_certs"))
-    if str(p.get("ssl_cert_reqs", "required")).lower() in ("none", "optional"):
+    reqs = str(p.get("ssl_cert_reqs", "required")).lower()
+    if reqs in ("none", "optional"):  # as redis-py reads them
         ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx.verify_mode = ssl.CERT_NONE if reqs == "none" else ssl.CERT_OPTIONAL
     return ctx
