@@ -32,10 +32,13 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
-    def socket_path(self) -> Path:
-        return self.workdir / "redis.sock"
+    def socket_path(self) -> Path | None:
+        """A Unix socket beside the TCP port, where the path fits (sun_path: 107 bytes)."""
+        path = self.workdir / "redis.sock"
+        return path if len(str(path)) < 100 else None
 
     def start(self) -> None:
+        unix = ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -49,10 +52,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
-                "--unixsocket",
-                str(self.socket_path),
-                "--unixsocketperm",
-                "700",
+                *(unix if self.socket_path else []),
                 "--protected-mode",
                 "yes",
                 "--enable-debug-command",

@@ -152,6 +152,8 @@ async def test_a_url_with_a_user_a_password_and_a_database_is_honoured(redis_ser
 
 
 async def test_a_unix_socket_url(redis_server):
+    if redis_server.socket_path is None:
+        pytest.skip("the test folder's path is too long for a Unix socket")
     url = f"unix://{redis_server.socket_path}?db=0"
     store = RedisStore(url, prefix=f"b{uuid.uuid4().hex[:8]}:", op_timeout_s=1.0)
     await store.start()
