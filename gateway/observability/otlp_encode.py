@@ -146,12 +146,18 @@ _kept: dict[tuple[Any, ...], bytes] = {}  # (field tag, key, type, value) -> the
 _keys: dict[str, bytes] = {}  # key -> the `KeyValue`'s key field
 
 
+def _keep(store: dict[Any, bytes], key: Any, encoded: bytes) -> bytes:
+    """Keep `encoded` for reuse; a full store is emptied first (so it stays bounded)."""
+    if len(store) >= KEPT_ATTRIBUTES:
+        store.clear()
+    store[key] = encoded
+    return encoded
+
+
 def _key(key: str) -> bytes:
     found = _keys.get(key)
     if found is None:
-        if len(_keys) >= KEPT_ATTRIBUTES:
-            _keys.clear()
-        found = _keys[key] = _field(b"\x0a", key.encode()) if key else b""
+        found = _keep(_keys, key, _field(b"\x0a", key.encode()) if key else b"")
     return found
 
 
@@ -168,10 +174,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
             head = kept.get((tag, key, float))
             if head is None:
                 pair_head = _key(key) + b"\x12\x09\x21"  # the value: 8 bytes after this
-                head = tag + _varint(len(pair_head) + 8) + pair_head
-                if len(kept) >= KEPT_ATTRIBUTES:
-                    kept.clear()
-                kept[tag, key, float] = head
+                head = _keep(kept, (tag, key, float), tag + _varint(len(pair_head) + 8) + pair_head)
             out.append(head + _double(value))
             continue
         reusable = kind is str or kind is int or kind is bool
@@ -185,11 +188,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         except Exception as exc:  # as the SDK does: the attribute is left out, the rest kept
             log.error("Failed to encode key %s: %s", key, exc)
             continue
-        if reusable:
-            if len(kept) >= KEPT_ATTRIBUTES:
-                kept.clear()
-            kept[tag, key, kind, value] = encoded
-        out.append(encoded)
+        out.append(_keep(kept, (tag, key, kind, value), encoded) if reusable else encoded)
     return b"".join(out)
 
 

@@ -125,8 +125,9 @@ class ScriptChannel:
             self._lost(conn, "ConnectionError")
         if self._connecting is not None:
             self._connecting.cancel()
-        self._fail([*self._pending, *self._backlog], "ConnectionError")
-        self._pending, self._backlog = [], []
+        self._fail(self._pending, "ConnectionError")
+        self._pending = []
+        self._fail_backlog("ConnectionError")
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -170,12 +171,10 @@ class ScriptChannel:
                         ssl=_tls(p),
                     )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            backlog, self._backlog = self._backlog, []
-            self._fail(backlog, type(exc).__name__)
+            self._fail_backlog(type(exc).__name__)
             return
         except BaseException:
-            backlog, self._backlog = self._backlog, []
-            self._fail(backlog, "ConnectionError")
+            self._fail_backlog("ConnectionError")
             raise
         finally:
             self._connecting = None
@@ -238,6 +237,10 @@ class ScriptChannel:
             self._timer.cancel()
             self._timer = None
         self._fail(waiting, reason)
+
+    def _fail_backlog(self, reason: str) -> None:
+        backlog, self._backlog = self._backlog, []
+        self._fail(backlog, reason)
 
     @staticmethod
     def _fail(calls: list[_Call], reason: str) -> None:
