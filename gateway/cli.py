@@ -37,6 +37,7 @@ def _serve(
     import uvicorn
 
     from gateway.api import create_app
+    from gateway.api.door import HTTP_PROTOCOL
     from gateway.observability.logs import configure_logging
     from gateway.yamlconfig import ConfigError
 
@@ -62,6 +63,7 @@ def _serve(
         "log_level": settings.log_level,
         "log_config": log_config,
         "access_log": False,
+        "http": HTTP_PROTOCOL,  # refusals at the door, without the app
         "timeout_graceful_shutdown": 30,
     }
     from gateway.listen import listening_sockets

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import orjson
 
+from gateway.api.door import COMPLETION_ROUTES, door_refusal, record_refusal, request_id
 from gateway.errors import (
     HeadersTooLargeError,
     InternalError,
     InvalidRequestError,
-    OverloadedError,
     PayloadTooLargeError,
-    ShuttingDownError,
 )
-from gateway.ids import new_id
 from gateway.observability.logs import request_id_var
 
 __all__ = ["BodyLimitMiddleware", "InflightGate", "RequestIdMiddleware", "send_error"]
 
 log = logging.getLogger(__name__)
 ASGIApp = Any
-_SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
@@ -55,13 +51,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = b""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id" and _SAFE_ID.match(value):
-                rid = value
-                break
-        if not rid:
-            rid = new_id().encode()
+        rid = request_id(scope["headers"])
         scope.setdefault("state", {})["request_id"] = rid.decode()
         token = request_id_var.set(rid.decode())  # every log line of this request carries it
 
@@ -93,35 +83,19 @@ class InflightGate:
     audited like any other answer. While the gateway drains for shutdown (`SigtermDrain`), every
     new completion request gets a 503 `shutting_down` here."""
 
-    ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
-
     def __init__(self, app: ASGIApp, gateway: Any) -> None:
         self.app = app
         self.gateway = gateway
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        route = self.ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        route = COMPLETION_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
             return
         gw = self.gateway
-        if gw.draining or gw.entered >= gw.max_inflight:
-            from gateway.api.tracker import Tracker
-
-            exc: OverloadedError | ShuttingDownError
-            if gw.draining:
-                exc = ShuttingDownError(
-                    "The gateway is shutting down; send the request again.",
-                    headers={"Retry-After": "1"},
-                )
-            else:
-                exc = OverloadedError(
-                    "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
-                )
-                gw.metrics.child(gw.metrics.rate_limited, "", "overloaded").inc()
-            Tracker(gw, route, scope.get("state", {}).get("request_id", "")).done(
-                exc.status, code=exc.code
-            )
+        exc = door_refusal(gw)
+        if exc is not None:
+            record_refusal(gw, route, scope.get("state", {}).get("request_id", ""), exc)
             await send_error(send, exc)
             return
         gw.entered += 1

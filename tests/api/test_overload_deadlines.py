@@ -142,3 +142,21 @@ async def test_a_noisy_tenant_at_ten_times_its_limit_leaves_others_untouched(set
     noisy_codes = [r.status_code for r in results[:200]]
     assert noisy_codes.count(200) == 20 and noisy_codes.count(429) == 180
     assert [r.status_code for r in results[200:]] == [200] * 20
+
+
+async def test_the_servers_protocol_refuses_at_the_door_for_this_app(settings):
+    """`tunegate serve` runs uvicorn with `HTTP_PROTOCOL`: each connection's protocol finds the
+    gateway behind uvicorn's own wrapping of the app, or it would hand refusals to the app
+    (answered the same, at several times the cost; `tests/e2e/test_door.py` checks the answers)."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from gateway.api.door import HTTP_PROTOCOL, DoorProtocol
+
+    app = create_app(settings, engine=EchoEngine())
+    for proxy_headers in (True, False):
+        config = uvicorn.Config(app, http=HTTP_PROTOCOL, proxy_headers=proxy_headers)
+        config.load()
+        assert config.http_protocol_class is DoorProtocol
+        protocol = DoorProtocol(config=config, server_state=ServerState(), app_state={})
+        assert protocol.gateway is app.state.gateway
