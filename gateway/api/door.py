@@ -138,7 +138,9 @@ class DoorProtocol(HttpToolsProtocol):
         parts += (b"x-request-id: ", rid, b"\r\n")
         if not cycle.keep_alive:
             parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", body)
+        parts.append(b"\r\n")
+        if cycle.scope["method"] != "HEAD":  # a HEAD answer has the length but no body
+            parts.append(body)
         cycle.response_started = cycle.response_complete = True
         cycle.waiting_for_100_continue = False
         self.transport.write(b"".join(parts))

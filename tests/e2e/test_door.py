@@ -84,13 +84,15 @@ def request(gw: LiveGateway, path: str = "/v1/chat/completions", *, body: bytes 
         f"{method} {path} HTTP/{version}\r\nHost: gw\r\n"
         f"Authorization: Bearer {gw.keys['acme']}\r\n{extra}"
     )
-    if method == "POST":
+    if method != "GET":
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    return head.encode() + b"\r\n" + (body if method == "POST" else b"")
+    return head.encode() + b"\r\n" + (b"" if method == "GET" else body)
 
 
-def read_response(s: socket.socket, buf: bytearray) -> tuple[int, dict[str, str], bytes]:
-    """One response from the socket (`buf` keeps what came after it)."""
+def read_response(
+    s: socket.socket, buf: bytearray, to_head: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """One response from the socket (`buf` keeps what came after it); `to_head`: to a HEAD."""
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(65536)
         assert chunk, f"connection closed mid-response: {bytes(buf)!r}"
@@ -103,7 +105,7 @@ def read_response(s: socket.socket, buf: bytearray) -> tuple[int, dict[str, str]
         name, _, value = line.partition(":")
         assert name.lower() not in headers, f"header {name} twice"
         headers[name.lower()] = value.strip()
-    size = int(headers["content-length"])
+    size = 0 if to_head else int(headers["content-length"])
     while len(rest) < size:
         chunk = s.recv(65536)
         assert chunk
@@ -174,6 +176,12 @@ def test_refused_at_the_door_as_the_app_would_answer(one_slot: LiveGateway) -> N
     status, headers, body = read_response(s, buf)
     assert status == 503 and json.loads(body) == OVERLOADED
     assert len(headers["x-request-id"]) == 32 and headers["x-request-id"] != "a b"
+    # a HEAD is refused with the length of the answer but not its body
+    s.sendall(request(gw, method="HEAD") + request(gw, extra="X-Request-Id: after-head\r\n"))
+    status, headers, body = read_response(s, buf, to_head=True)
+    assert status == 503 and int(headers["content-length"]) > 0
+    status, headers, body = read_response(s, buf)
+    assert (status, headers["x-request-id"]) == (503, "after-head")
     # pipelined in one write: a route the bound does not cover, a refusal with its body (queued
     # behind the first), the same route again, and a refusal that closes the connection; all
     # answered, in order
@@ -206,7 +214,7 @@ def test_refused_at_the_door_as_the_app_would_answer(one_slot: LiveGateway) -> N
     assert read_response(s, bytearray())[0] == 503
     assert s.recv(1024) == b""
     s.close()
-    assert metric(gw, REFUSED) == before + 6
+    assert metric(gw, REFUSED) == before + 8
     # the held request goes on when its body comes, and the slot is free again afterwards
     status, _, body = holder.release()
     assert status == 200 and json.loads(body)["choices"][0]["message"]["content"]
