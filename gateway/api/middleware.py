@@ -81,7 +81,9 @@ class InflightGate:
     under overload a refusal costs a small part of what an answer does, so the gateway keeps
     serving its capacity and the excess is told at once. Each refusal is still counted and
     audited like any other answer. While the gateway drains for shutdown (`SigtermDrain`), every
-    new completion request gets a 503 `shutting_down` here."""
+    new completion request gets a 503 `shutting_down` here. Under `tunegate serve` the server's
+    protocol (`gateway.api.door.DoorProtocol`) makes the same check first and answers refusals
+    without the app; this gate answers those that reach the app another way."""
 
     def __init__(self, app: ASGIApp, gateway: Any) -> None:
         self.app = app
