@@ -160,3 +160,32 @@ async def test_the_servers_protocol_refuses_at_the_door_for_this_app(settings):
         assert config.http_protocol_class is DoorProtocol
         protocol = DoorProtocol(config=config, server_state=ServerState(), app_state={})
         assert protocol.gateway is app.state.gateway
+    # at the bound, the protocol answers a completion request itself: no task for the app
+    written: list[bytes] = []
+
+    class Transport(asyncio.Transport):
+        def write(self, data: bytes) -> None:  # type: ignore[override]
+            written.append(bytes(data))
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.1", 8000) if name in ("sockname", "peername") else default
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+    app.state.gateway.max_inflight = 0
+    protocol.connection_made(Transport())
+    protocol.data_received(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    assert not protocol.tasks and len(written) == 1
+    assert written[0].startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert written[0].endswith(b'"code":"overloaded"}}')
+    protocol.data_received(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert len(protocol.tasks) == 1  # other routes go to the app
+    await asyncio.gather(*protocol.tasks)
+    assert written[1].startswith(b"HTTP/1.1 401 ")  # answered by the app (no key given)
+    protocol.connection_lost(None)
