@@ -90,7 +90,7 @@ def _response_head(exc: GatewayError) -> tuple[bytes, bytes]:
     return b"".join(head), body
 
 
-_HEADS = {id(exc): _response_head(exc) for exc in (OVERLOADED, SHUTTING_DOWN)}
+_HEADS = {exc: _response_head(exc) for exc in (OVERLOADED, SHUTTING_DOWN)}
 
 
 def _gateway_of(app: Any) -> Any:
@@ -129,9 +129,11 @@ class DoorProtocol(HttpToolsProtocol):
         token = request_id_var.set(rid.decode())
         try:
             record_refusal(gw, route, rid.decode(), exc)
+        except Exception:  # the answer still goes out: a connection is never left hanging
+            log.exception("refusal not recorded")
         finally:
             request_id_var.reset(token)
-        head, body = _HEADS[id(exc)]
+        head, body = _HEADS[exc]
         parts = [head]
         for name, value in self.server_state.default_headers:
             parts += (name, b": ", value, b"\r\n")

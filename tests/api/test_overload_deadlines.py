@@ -4,6 +4,7 @@ Retry-After), and first-token and whole-answer deadlines (504, the engine's work
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -144,7 +145,7 @@ async def test_a_noisy_tenant_at_ten_times_its_limit_leaves_others_untouched(set
     assert [r.status_code for r in results[200:]] == [200] * 20
 
 
-async def test_the_servers_protocol_refuses_at_the_door_for_this_app(settings):
+async def test_the_servers_protocol_refuses_at_the_door_for_this_app(settings, caplog):
     """`tunegate serve` runs uvicorn with `HTTP_PROTOCOL`: each connection's protocol finds the
     gateway behind uvicorn's own wrapping of the app, or it would hand refusals to the app
     (answered the same, at several times the cost; `tests/e2e/test_door.py` checks the answers)."""
@@ -184,6 +185,17 @@ async def test_the_servers_protocol_refuses_at_the_door_for_this_app(settings):
     assert not protocol.tasks and len(written) == 1
     assert written[0].startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert written[0].endswith(b'"code":"overloaded"}}')
+    # a refusal whose record fails is still answered (and the failure logged)
+    gw = app.state.gateway
+    submit, gw.audit.submit = gw.audit.submit, None  # calling it raises TypeError
+    with caplog.at_level(logging.ERROR, logger="gateway.api.door"):
+        protocol.data_received(
+            b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}"
+        )
+    gw.audit.submit = submit
+    assert len(written) == 2 and written[1].startswith(b"HTTP/1.1 503 ")
+    assert "refusal not recorded" in caplog.text
+    del written[1]
     protocol.data_received(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n")
     assert len(protocol.tasks) == 1  # other routes go to the app
     await asyncio.gather(*protocol.tasks)
