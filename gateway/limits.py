@@ -23,6 +23,13 @@ __all__ = ["Admission", "Limiter", "RateLimitError", "rate_headers"]
 
 FallbackMode = Literal["fail_closed", "local"]
 
+# After an admission that timed out once sent (the store may still run it, once a stall ends),
+# its concurrency slot is given back this many seconds later, and again at each later mark; a
+# slot id is never reused, so a release of one never taken does nothing. Past the last mark, or
+# beyond MAX_LATE_RELEASES waiting at once, the slot's lease expires it.
+LATE_RELEASES_S = (1.0, 10.0)
+MAX_LATE_RELEASES = 10_000
+
 
 class RateLimitError(ClientError):
     status = 429
@@ -111,6 +118,8 @@ class Limiter:
         self.on_reject = on_reject
         self.local = MemoryStore()
         self._giving_back: set[asyncio.Task[None]] = set()
+        self.late_releases_s = LATE_RELEASES_S
+        self._late: set[asyncio.Task[None]] = set()
 
     def _give_back(
         self,
@@ -136,6 +145,35 @@ class Limiter:
         try:
             await store.finish(tenant, slot, tpm, reserved)
         except StoreUnavailable:
+            self.on_fallback("release", "lease_expiry")
+
+    async def close(self) -> None:
+        """Stop the late releases still waiting (their slots' leases expire them)."""
+        late = list(self._late)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    def _release_late(self, store: Store, tenant: str, slot: str) -> None:
+        if len(self._late) >= MAX_LATE_RELEASES:
+            self.on_fallback("release", "lease_expiry")
+            return
+        task = asyncio.ensure_future(self._late_release(store, tenant, slot))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _late_release(self, store: Store, tenant: str, slot: str) -> None:
+        waited = 0.0
+        released = False
+        for mark in self.late_releases_s:
+            await asyncio.sleep(mark - waited)
+            waited = mark
+            try:
+                await store.release_slot(tenant, slot)
+                released = True
+            except StoreUnavailable:
+                pass
+        if not released:
             self.on_fallback("release", "lease_expiry")
 
     def effective(self, limits: EffectiveLimits, store: Store) -> EffectiveLimits:
@@ -218,6 +256,10 @@ class Limiter:
             call.add_done_callback(
                 lambda f: self._give_back(f, store, tenant.name, slot, tpm, reserved)
             )
+            raise
+        except StoreUnavailable as exc:
+            if slot is not None and exc.sent:  # it may still run and take the slot
+                self._release_late(store, tenant.name, slot)
             raise
         early = self.early if store is self.store else None
         if early is not None:

@@ -222,6 +222,7 @@ def create_app(
             await state.stop()
             await gateway.engine.stop()
             await audit.close()
+            await limiter.close()
             await store.close()
             # Spans still queued are flushed, but an unreachable collector does not hold the
             # shutdown up: the exporter's retries are cut off after a few seconds.

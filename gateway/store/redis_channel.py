@@ -16,7 +16,8 @@ Each call gets its own answer, or `StoreUnavailable`:
   every call still waiting is answered `StoreUnavailable` and the connection is closed (a late
   reply would be taken for the next command's); the next call opens a new one.
 - **A dropped connection**, or one that cannot be opened within the timeout, answers every call
-  on it the same way.
+  on it the same way. A call that had been written is answered with `sent` set: Redis may still
+  run it (the limiter gives back a slot such an admission may have taken, `gateway.limits`).
 - **Lost scripts.** A script Redis no longer holds (a restart, `SCRIPT FLUSH`) is refused with
   `NOSCRIPT` and did not run; that call alone is sent again as `EVAL` with the script's source,
   which also loads it. Nothing runs twice.
@@ -236,17 +237,17 @@ class ScriptChannel:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._fail(waiting, reason)
+        self._fail(waiting, reason, sent=True)
 
     def _fail_backlog(self, reason: str) -> None:
         backlog, self._backlog = self._backlog, []
         self._fail(backlog, reason)
 
     @staticmethod
-    def _fail(calls: list[_Call], reason: str) -> None:
+    def _fail(calls: list[_Call], reason: str, *, sent: bool = False) -> None:
         for call in calls:
             if call.answer is not None and not call.answer.done():
-                call.answer.set_exception(StoreUnavailable(reason))
+                call.answer.set_exception(StoreUnavailable(reason, sent=sent))
 
 
 class _Handshake(_Call):

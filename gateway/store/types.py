@@ -17,7 +17,12 @@ __all__ = [
 
 
 class StoreUnavailable(Exception):
-    """The shared store did not answer in time (down, slow, or restarting)."""
+    """The shared store did not answer in time (down, slow, or restarting). `sent`: the
+    command had gone out, so it may still have run (a stalled server runs it later)."""
+
+    def __init__(self, reason: str = "", *, sent: bool = False) -> None:
+        super().__init__(reason)
+        self.sent = sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,83 @@ async def test_slow_redis_times_out_quickly(fail_closed, redis_server):
     assert resp.status_code == 200
 
 
+class SlowReplies:
+    """A TCP relay in front of Redis whose replies can be held back: commands reach Redis (and
+    run) at once, their answers come `delay_s` later, as over a slow network."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.delay_s = 0.0
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, slow: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if slow and self.delay_s:
+                        await asyncio.sleep(self.delay_s)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        for t in (pipe(client_r, redis_w, False), pipe(redis_r, client_w, True)):
+            task = asyncio.create_task(t)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def test_a_timed_out_admission_gives_its_slot_back(tmp_path, redis_server):
+    """An admission whose answer comes too late (503) has run in Redis and taken a slot: the
+    limiter gives it back a moment later, not when its lease expires (10 minutes)."""
+    relay = SlowReplies(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
+    port = await relay.start()
+    settings = write_config(tmp_path)
+    (settings.policies_dir / "tenants.yaml").write_text(POLICY)
+    prefix = f"f{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, op_timeout_s=0.2)
+    app = create_app(settings, engine=EchoEngine(), store=store)
+    direct = RedisStore(redis_server.url, prefix=prefix)  # reads Redis without the relay
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
+        ):
+            resp = await c.post("/v1/chat/completions", json=CHAT, headers=auth())
+            assert resp.status_code == 200  # Redis holds the scripts now
+            relay.delay_s = 0.5
+            resp = await c.post("/v1/chat/completions", json=CHAT, headers=auth())
+            assert resp.status_code == 503, resp.text
+            assert await direct.slots_in_use("acme") == 1  # it ran: the slot is taken
+            relay.delay_s = 0.0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while await direct.slots_in_use("acme") != 0:
+                assert loop.time() < deadline, "the slot is still held"
+                await asyncio.sleep(0.05)
+            resp = await c.post("/v1/chat/completions", json=CHAT, headers=auth())
+            assert resp.status_code == 200
+    finally:
+        await direct.close()
+        await relay.stop()
+
+
 async def test_flush_recovers_without_lockout(fail_closed, redis_server):
     client, store, _ = fail_closed
     for _ in range(4):

@@ -67,3 +67,59 @@ async def test_a_cancelled_admission_that_was_refused_gives_nothing_back():
     for admission in held:
         await admission.finish(1)
     assert await store.slots_in_use("acme") == 0
+
+
+class StalledStore(MemoryStore):
+    """`admit` times out after it was sent (`sent`) or before (`not sent`); when it was sent,
+    it still runs and takes the slot, as a stalled Redis does once the stall ends."""
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__()
+        self.sent = sent
+        self.released: list[str] = []
+
+    async def admit(self, tenant, limit, slot, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from gateway.store import StoreUnavailable
+
+        if self.sent:
+            await super().admit(tenant, limit, slot, *args, **kwargs)
+        raise StoreUnavailable("TimeoutError", sent=self.sent)
+
+    async def release_slot(self, tenant: str, slot: str) -> None:
+        self.released.append(slot)
+        await super().release_slot(tenant, slot)
+
+
+@pytest.mark.parametrize("sent", [True, False])
+async def test_a_slot_an_admission_took_after_timing_out_is_given_back(sent):
+    from gateway.limits import LimiterDownError
+
+    store = StalledStore(sent)
+    fallbacks: list[tuple[str, str]] = []
+    limiter = Limiter(store, on_fallback=lambda op, d: fallbacks.append((op, d)))
+    limiter.late_releases_s = (0.01, 0.05)
+    with pytest.raises(LimiterDownError):
+        await limiter.admit(TENANT, 1)
+    assert await store.slots_in_use("acme") == (1 if sent else 0)
+    await asyncio.sleep(0.2)
+    assert await store.slots_in_use("acme") == 0
+    # sent: released at each mark (the first may come before the stalled command ran)
+    assert len(store.released) == (2 if sent else 0) and len(set(store.released)) <= 1
+    assert fallbacks == [("rate_limit", "fail_closed")]
+
+
+async def test_late_releases_are_bounded_and_stopped_at_close(monkeypatch):
+    import gateway.limits as limits
+
+    monkeypatch.setattr(limits, "MAX_LATE_RELEASES", 2)
+    store = StalledStore(sent=True)
+    fallbacks: list[tuple[str, str]] = []
+    limiter = Limiter(store, on_fallback=lambda op, d: fallbacks.append((op, d)))
+    many = Tenant("many", frozenset(), None, EffectiveLimits(None, None, 10))
+    for _ in range(3):
+        with pytest.raises(limits.LimiterDownError):
+            await limiter.admit(many, 1)
+    assert len(limiter._late) == 2  # the third is left to its lease
+    assert ("release", "lease_expiry") in fallbacks
+    await limiter.close()
+    assert not limiter._late and not store.released
