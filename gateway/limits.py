@@ -24,9 +24,10 @@ __all__ = ["Admission", "Limiter", "RateLimitError", "rate_headers"]
 FallbackMode = Literal["fail_closed", "local"]
 
 # After an admission that timed out once sent (the store may still run it, once a stall ends),
-# its concurrency slot is given back this many seconds later, and again at each later mark; a
-# slot id is never reused, so a release of one never taken does nothing. Past the last mark, or
-# beyond MAX_LATE_RELEASES waiting at once, the slot's lease expires it.
+# or a release that failed, the concurrency slot is given back this many seconds later, and
+# again at each later mark; a slot id is never reused, so a release of one never taken does
+# nothing. Past the last mark, or beyond MAX_LATE_RELEASES waiting at once, the slot's lease
+# expires it (counted as `release` -> `lease_expiry`).
 LATE_RELEASES_S = (1.0, 10.0)
 MAX_LATE_RELEASES = 10_000
 
@@ -93,7 +94,7 @@ class Admission:
         try:
             await self.store.finish(self.tenant.name, self.slot, tpm, refund)
         except StoreUnavailable:
-            self.limiter.on_fallback("release", "lease_expiry")
+            self.limiter.release_later(self.store, self.tenant.name, self.slot)
 
 
 class Limiter:
@@ -145,7 +146,7 @@ class Limiter:
         try:
             await store.finish(tenant, slot, tpm, reserved)
         except StoreUnavailable:
-            self.on_fallback("release", "lease_expiry")
+            self.release_later(store, tenant, slot)
 
     async def close(self) -> None:
         """Stop the late releases still waiting (their slots' leases expire them)."""
@@ -154,8 +155,10 @@ class Limiter:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
-    def _release_late(self, store: Store, tenant: str, slot: str) -> None:
-        if len(self._late) >= MAX_LATE_RELEASES:
+    def release_later(self, store: Store, tenant: str, slot: str | None) -> None:
+        """Give a slot back later, when giving it back now failed or its admission may have
+        run after it timed out; the tokens are not refunded (whether they were is unknown)."""
+        if slot is None or len(self._late) >= MAX_LATE_RELEASES:
             self.on_fallback("release", "lease_expiry")
             return
         task = asyncio.ensure_future(self._late_release(store, tenant, slot))
@@ -259,7 +262,7 @@ class Limiter:
             raise
         except StoreUnavailable as exc:
             if slot is not None and exc.sent:  # it may still run and take the slot
-                self._release_late(store, tenant.name, slot)
+                self.release_later(store, tenant.name, slot)
             raise
         early = self.early if store is self.store else None
         if early is not None:

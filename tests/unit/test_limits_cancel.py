@@ -123,3 +123,25 @@ async def test_late_releases_are_bounded_and_stopped_at_close(monkeypatch):
     assert ("release", "lease_expiry") in fallbacks
     await limiter.close()
     assert not limiter._late and not store.released
+
+
+async def test_a_release_that_failed_is_tried_again_later():
+    from gateway.store import StoreUnavailable
+
+    class FailingRelease(StalledStore):
+        async def finish(self, tenant, slot, tpm, refund):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("TimeoutError", sent=True)
+
+        async def admit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return await MemoryStore.admit(self, *args, **kwargs)
+
+    store = FailingRelease(sent=True)
+    fallbacks: list[tuple[str, str]] = []
+    limiter = Limiter(store, on_fallback=lambda op, d: fallbacks.append((op, d)))
+    limiter.late_releases_s = (0.01, 0.05)
+    admission = await limiter.admit(TENANT, 1)
+    assert await store.slots_in_use("acme") == 1
+    await admission.finish(1)
+    await asyncio.sleep(0.2)
+    assert await store.slots_in_use("acme") == 0 and store.released == [admission.slot] * 2
+    assert not fallbacks  # given back: no lease expiry to count
