@@ -1,6 +1,6 @@
 """Refusals at the door, through the real server: a gateway process at its bound of requests in
-flight answers completion requests 503 from its HTTP protocol, byte for byte the answer the app
-would give, and the connection stays in step for what comes after.
+flight answers completion requests 503 from its HTTP protocol, with the status, body and headers
+the app would give, and the connection stays in step for what comes after.
 
 The gateway runs over a mock vLLM server (the pool engine): a refusal never reaches the engine,
 and the mock starts in a second. One request holds the only slot: its client has sent the
@@ -74,8 +74,7 @@ def one_slot(demo_build: Path, mock_upstream: str, tmp_path_factory) -> Iterator
 
 def connect(gw: LiveGateway) -> socket.socket:
     host, port = gw.url.removeprefix("http://").split(":")
-    s = socket.create_connection((host, int(port)), timeout=30)
-    return s
+    return socket.create_connection((host, int(port)), timeout=30)
 
 
 def request(gw: LiveGateway, path: str = "/v1/chat/completions", *, body: bytes = PAYLOAD,
