@@ -10,6 +10,10 @@ same status, body and headers (`x-request-id`, `Retry-After`, uvicorn's `date` a
 same metrics and audit record, written straight to the socket. The request's body is skipped
 unread, as uvicorn skips what the app leaves, so the connection stays in step for the next one.
 
+The check hooks `_start_asgi_task`, where uvicorn's protocol (0.45 and later) starts the app on a
+request, its own or one queued behind another on the connection;
+`tests/api/test_overload_deadlines.py` fails if a uvicorn release stops calling it.
+
 `InflightGate` (the app's outermost gateway middleware) makes the same check for requests that
 reach the app another way (an ASGI client in tests, another server); both use `door_refusal` and
 `record_refusal`.
