@@ -480,6 +480,13 @@ class Gateway:
                 async for out in outputs:
                     if last is None:
                         t.reschedule(total_deadline)  # the first output came: the whole-answer one
+                        if whole and out.finish_reason is not None:  # it came in one piece
+                            last = out
+                            with self.stage("postprocess"):
+                                step = post.whole(out.text)
+                            parts.append(step.emit)
+                            finish = step.finish_reason or out.finish_reason
+                            break
                     last = out
                     step = post.feed(out.text)
                     parts.append(step.emit)

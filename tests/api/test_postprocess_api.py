@@ -189,3 +189,25 @@ async def test_audit_records_findings_and_content_policy(client, engine, setting
     assert recs[2]["findings"] == ["card-out"]
     assert "e@f.io" not in str(recs[3]) and "c@d.io" not in str(recs[3])
     assert "prompt" in recs[3] and "answer" in recs[3]
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["in-pieces", "whole"])
+async def test_an_answer_that_comes_whole_is_post_processed_the_same(
+    client, engine, whole, settings
+):
+    """An engine asked for the whole answer (a pool server) sends it as one output; the
+    gateway scans it in one pass then, with the result it gives piece by piece."""
+    engine.answers_whole = whole
+
+    async def answer(pieces, model="legal"):
+        return await ask(client, engine, ["".join(pieces)] if whole else pieces, False, model)
+
+    _, text, finish = await answer(["Write to jo", "hn.doe@exa", "mple.com, the forb", "idden"])
+    assert text == "Write to [REDACTED:mail-out], the ***\n\nNot legal advice." and finish == "stop"
+    _, text, finish = await answer(["Card: 4111 1111 ", "1111 1111 here."])
+    assert finish == "content_filter" and "4111" not in text and "1111" not in text
+    _, text, finish = await answer(["mail a@b.io", " then more"], "support")  # cut at 12
+    assert (text, finish) == ("mail [REDACT", "length")
+    recs = [orjson.loads(x) for f in audit_files(settings.audit_dir)
+            for x in f.read_bytes().splitlines()]  # fmt: skip
+    assert [r["findings"] for r in recs] == [["mail-out", "words"], ["card-out"], ["mail-out"]]
