@@ -91,10 +91,7 @@ class Admission:
         refund = self.reserved_tokens - (used_tokens if used_tokens is not None else 0)
         if self.slot is None and (tpm is None or refund <= 0):
             return
-        try:
-            await self.store.finish(self.tenant.name, self.slot, tpm, refund)
-        except StoreUnavailable:
-            self.limiter.release_later(self.store, self.tenant.name, self.slot)
+        await self.limiter.finish_quietly(self.store, self.tenant.name, self.slot, tpm, refund)
 
 
 class Limiter:
@@ -136,13 +133,14 @@ class Limiter:
         got, decision = done.result()
         if not got or (decision is not None and not decision.allowed):
             return  # refused: nothing held
-        task = asyncio.ensure_future(self._finish_quietly(store, tenant, slot, tpm, reserved))
+        task = asyncio.ensure_future(self.finish_quietly(store, tenant, slot, tpm, reserved))
         self._giving_back.add(task)
         task.add_done_callback(self._giving_back.discard)
 
-    async def _finish_quietly(
+    async def finish_quietly(
         self, store: Store, tenant: str, slot: str | None, tpm: int | None, reserved: int
     ) -> None:
+        """Release the slot and refund the tokens; if the store cannot, the slot goes later."""
         try:
             await store.finish(tenant, slot, tpm, reserved)
         except StoreUnavailable:

@@ -130,9 +130,10 @@ class DoorProtocol(HttpToolsProtocol):
 
     def _refuse(self, cycle: Any, gw: Any, route: str, exc: GatewayError) -> None:
         rid = request_id(cycle.scope["headers"])
-        token = request_id_var.set(rid.decode())
+        rid_text = rid.decode()
+        token = request_id_var.set(rid_text)
         try:
-            record_refusal(gw, route, rid.decode(), exc)
+            record_refusal(gw, route, rid_text, exc)
         except Exception:  # the answer still goes out: a connection is never left hanging
             log.exception("refusal not recorded")
         finally:

@@ -52,8 +52,9 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         rid = request_id(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = rid.decode()
-        token = request_id_var.set(rid.decode())  # every log line of this request carries it
+        rid_text = rid.decode()
+        scope.setdefault("state", {})["request_id"] = rid_text
+        token = request_id_var.set(rid_text)  # every log line of this request carries it
 
         started = False
 

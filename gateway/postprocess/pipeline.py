@@ -93,14 +93,13 @@ class OutputPipeline:
         if result.blocked:
             return self._incrementally(text)
         self._fed = True
-        formatted = self._format(result.text)
-        if formatted.finish_reason is not None:  # cut at max_chars
+        step = self._format_last(result.text)
+        if step.finish_reason is not None:  # cut at max_chars
             self._formatter = Formatter(self.profile)  # type: ignore[arg-type]
             self._ended = None
             return self._incrementally(text)
         self._note(result)
-        end = self._formatter.finish() if self._formatter is not None else ""
-        return Step(formatted.emit + end)
+        return step
 
     def _incrementally(self, text: str) -> Step:
         step = self.feed(text)
@@ -121,7 +120,11 @@ class OutputPipeline:
                 self._ended = "content_filter"
                 return Step("", "content_filter")
             tail = step.emit
-        formatted = self._format(tail)
+        return self._format_last(tail)
+
+    def _format_last(self, text: str) -> Step:
+        """The answer's last text formatted, with what the profile adds at the end."""
+        formatted = self._format(text)
         if formatted.finish_reason is not None:
             return formatted
         end = self._formatter.finish() if self._formatter is not None else ""
