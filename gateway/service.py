@@ -446,11 +446,17 @@ class Gateway:
         queued = time.time_ns()
         first = 0
         try:
-            async for out in self.engine.stream(request):
-                if not first:
-                    first = time.time_ns()
-                    self.tracing.record("engine_queue", queued, first)
-                yield out
+            # Closed here, not left to the garbage collector: the engine's clean-up (aborting an
+            # unfinished request, giving its connection back) runs now, without a task of its own.
+            outputs = self.engine.stream(request)
+            try:
+                async for out in outputs:
+                    if not first:
+                        first = time.time_ns()
+                        self.tracing.record("engine_queue", queued, first)
+                    yield out
+            finally:
+                await outputs.aclose()  # type: ignore[attr-defined]
         finally:
             if adapter is not None:
                 self.inflight[adapter.name] -= 1

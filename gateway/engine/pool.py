@@ -381,9 +381,13 @@ class RemoteVLLMPool(RendersPrompts):
             tried.add(server.url)
             started = False
             try:
-                async for out in self._from_server(server, request):
-                    started = True
-                    yield out
+                outputs = self._from_server(server, request)
+                try:
+                    async for out in outputs:
+                        started = True
+                        yield out
+                finally:
+                    await outputs.aclose()  # now, not by the garbage collector: see Gateway.stream
                 return
             except _Retry as exc:
                 failures.append(exc.reason)
@@ -439,8 +443,12 @@ class RemoteVLLMPool(RendersPrompts):
                 drained = True  # read to the end: the connection goes back to the pool
                 yield out
             else:
-                async for out in read_stream(response.iter_chunks(), prompt_tokens):
-                    yield out
+                async with (
+                    contextlib.aclosing(response.iter_chunks()) as chunks,
+                    contextlib.aclosing(read_stream(chunks, prompt_tokens)) as outputs,
+                ):
+                    async for out in outputs:
+                        yield out
                 drained = True
         except OSError as exc:  # TimeoutError is one too
             if not streaming:

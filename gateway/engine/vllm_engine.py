@@ -154,15 +154,18 @@ class VLLMEngine(RendersPrompts):
         prompt = tokens_input(request.prompt_token_ids, cache_salt=request.cache_salt)
         completion_tokens = 0
         try:
-            async for out in self._llm.generate(
-                prompt, params, request.request_id, lora_request=lora
-            ):
-                choice = out.outputs[0]
-                completion_tokens += len(choice.token_ids)
-                finish = choice.finish_reason if out.finished else None
-                if finish not in (None, "stop", "length"):
-                    raise EngineUnavailableError(f"The engine ended the request ({finish}).")
-                yield Output(choice.text, completion_tokens, len(request.prompt_token_ids), finish)
+            outputs = self._llm.generate(prompt, params, request.request_id, lora_request=lora)
+            try:
+                async for out in outputs:
+                    choice = out.outputs[0]
+                    completion_tokens += len(choice.token_ids)
+                    finish = choice.finish_reason if out.finished else None
+                    if finish not in (None, "stop", "length"):
+                        raise EngineUnavailableError(f"The engine ended the request ({finish}).")
+                    prompt_tokens = len(request.prompt_token_ids)
+                    yield Output(choice.text, completion_tokens, prompt_tokens, finish)
+            finally:
+                await outputs.aclose()  # a caller that stopped early: vLLM aborts it now
         except VLLMClientError as exc:
             raise InvalidRequestError(str(exc)) from None
         except EngineDeadError:

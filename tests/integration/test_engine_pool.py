@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
 import socket
+import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -376,3 +379,61 @@ async def test_whole_answers_through_the_gateway(servers, demo_build, tmp_path):
         assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
         assert "1 s" in r.json()["error"]["message"]
         mock.delay_s = 0.0
+
+
+@pytest.mark.parametrize("whole", [True, False])
+async def test_an_answer_left_early_gives_its_server_back_at_once(servers, make_pool, whole):
+    """The consumer stops after the first output and closes the stream: the server's count and
+    the connection come back before the loop runs anything else (not in a task the garbage
+    collector's finalizer starts later)."""
+    pool = await make_pool([servers[0].url])
+    server = pool.servers[servers[0].url]
+    outputs = pool.stream(request(None, whole=whole))
+    first = await anext(outputs)
+    assert first.text and server.inflight == 1
+    await outputs.aclose()
+    assert server.inflight == 0 and server.busy[""] == 0
+    # a whole answer was read to the end, so its connection is kept; a cut stream's is closed
+    assert pool._upstream.idle_count(servers[0].url) == (1 if whole else 0)
+
+
+@contextlib.contextmanager
+def generators_left_to_the_collector() -> Iterator[list[str]]:
+    """The gateway's async generators that the event loop's finalizer hook had to close (each
+    costs a task and a wake-up of the loop, and its clean-up runs late)."""
+    hooks = sys.get_asyncgen_hooks()
+    left: list[str] = []
+
+    def finalizer(agen: Any) -> None:
+        if f"{os.sep}gateway{os.sep}" in agen.ag_code.co_filename:
+            left.append(agen.__qualname__)
+        hooks.finalizer(agen)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        yield left
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+
+
+async def test_the_gateway_closes_every_engine_generator_it_opens(servers, demo_build, tmp_path):
+    """Whole and streamed answers, one cut by its max_tokens budget and one left by the client
+    after its first chunk: none of the gateway's or the engine's generators is left behind."""
+    from tests.api.conftest import auth
+
+    body = {"model": "support", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+    async with gateway_over(servers[0], demo_build, tmp_path) as c:
+        with generators_left_to_the_collector() as left:
+            for extra in ({}, {"stream": True}, {"max_tokens": 2}):
+                r = await c.post("/v1/chat/completions", json={**body, **extra}, headers=auth())
+                assert r.status_code == 200
+            req = c.build_request(
+                "POST", "/v1/chat/completions", json={**body, "stream": True}, headers=auth()
+            )
+            r = await c.send(req, stream=True)
+            async for _ in r.aiter_bytes():
+                break
+            await r.aclose()
+            await asyncio.sleep(0.05)
+            gc.collect()
+    assert left == []
