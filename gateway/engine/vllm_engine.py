@@ -153,6 +153,7 @@ class VLLMEngine(RendersPrompts):
         lora = self._lora_request(request.adapter) if request.adapter else None
         prompt = tokens_input(request.prompt_token_ids, cache_salt=request.cache_salt)
         completion_tokens = 0
+        prompt_tokens = len(request.prompt_token_ids)
         try:
             outputs = self._llm.generate(prompt, params, request.request_id, lora_request=lora)
             try:
@@ -162,7 +163,6 @@ class VLLMEngine(RendersPrompts):
                     finish = choice.finish_reason if out.finished else None
                     if finish not in (None, "stop", "length"):
                         raise EngineUnavailableError(f"The engine ended the request ({finish}).")
-                    prompt_tokens = len(request.prompt_token_ids)
                     yield Output(choice.text, completion_tokens, prompt_tokens, finish)
             finally:
                 await outputs.aclose()  # a caller that stopped early: vLLM aborts it now

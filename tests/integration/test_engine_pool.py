@@ -417,8 +417,9 @@ def generators_left_to_the_collector() -> Iterator[list[str]]:
 
 
 async def test_the_gateway_closes_every_engine_generator_it_opens(servers, demo_build, tmp_path):
-    """Whole and streamed answers, one cut by its max_tokens budget and one left by the client
-    after its first chunk: none of the gateway's or the engine's generators is left behind."""
+    """Whole, streamed and shorter answers through the gateway: none of the gateway's or the
+    engine's generators is left behind for the finalizer hook (a whole answer's caller leaves
+    its stream after the one output, which before left the pool's two generators suspended)."""
     from tests.api.conftest import auth
 
     body = {"model": "support", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
@@ -427,13 +428,6 @@ async def test_the_gateway_closes_every_engine_generator_it_opens(servers, demo_
             for extra in ({}, {"stream": True}, {"max_tokens": 2}):
                 r = await c.post("/v1/chat/completions", json={**body, **extra}, headers=auth())
                 assert r.status_code == 200
-            req = c.build_request(
-                "POST", "/v1/chat/completions", json={**body, "stream": True}, headers=auth()
-            )
-            r = await c.send(req, stream=True)
-            async for _ in r.aiter_bytes():
-                break
-            await r.aclose()
             await asyncio.sleep(0.05)
             gc.collect()
     assert left == []
