@@ -128,14 +128,24 @@ class Limiter:
         tpm: int | None,
         reserved: int,
     ) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return  # nothing was granted, or the store is down (the lease expires)
+        if done.cancelled():
+            return  # nothing was granted
+        exc = done.exception()
+        if exc is not None:
+            self._timed_out(exc, store, tenant, slot)
+            return
         got, decision = done.result()
         if not got or (decision is not None and not decision.allowed):
             return  # refused: nothing held
         task = asyncio.ensure_future(self.finish_quietly(store, tenant, slot, tpm, reserved))
         self._giving_back.add(task)
         task.add_done_callback(self._giving_back.discard)
+
+    def _timed_out(self, exc: BaseException, store: Store, tenant: str, slot: str | None) -> None:
+        """An admission's call failed: one already sent may still run and take the slot, which
+        is then given back later (whether its caller waits or has gone)."""
+        if slot is not None and isinstance(exc, StoreUnavailable) and exc.sent:
+            self.release_later(store, tenant, slot)
 
     async def finish_quietly(
         self, store: Store, tenant: str, slot: str | None, tpm: int | None, reserved: int
@@ -259,8 +269,7 @@ class Limiter:
             )
             raise
         except StoreUnavailable as exc:
-            if slot is not None and exc.sent:  # it may still run and take the slot
-                self.release_later(store, tenant.name, slot)
+            self._timed_out(exc, store, tenant.name, slot)
             raise
         early = self.early if store is self.store else None
         if early is not None:

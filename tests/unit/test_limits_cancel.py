@@ -108,6 +108,31 @@ async def test_a_slot_an_admission_took_after_timing_out_is_given_back(sent):
     assert fallbacks == [("rate_limit", "fail_closed")]
 
 
+async def test_a_cancelled_admission_whose_sent_call_timed_out_is_given_back_later():
+    """The caller left, then the store's call failed after it was sent: it may still have run,
+    so its slot is given back later, as for a caller still waiting."""
+    from gateway.store import StoreUnavailable
+
+    class LateFailure(StalledStore):
+        async def admit(self, tenant, limit, slot, *args, **kwargs):  # type: ignore[no-untyped-def]
+            await self.let_go.wait()
+            await MemoryStore.admit(self, tenant, limit, slot, *args, **kwargs)
+            raise StoreUnavailable("TimeoutError", sent=True)
+
+    store = LateFailure(sent=True)
+    store.let_go = asyncio.Event()
+    limiter = Limiter(store)
+    limiter.late_releases_s = (0.01, 0.05)
+    task = asyncio.create_task(limiter.admit(TENANT, 1))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    store.let_go.set()
+    await asyncio.sleep(0.2)
+    assert await store.slots_in_use("acme") == 0 and len(store.released) == 2
+
+
 async def test_late_releases_are_bounded_and_stopped_at_close(monkeypatch):
     import gateway.limits as limits
 
