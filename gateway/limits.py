@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.early_start import EarlyStart
 from gateway.errors import ClientError, ServerError
@@ -94,6 +94,13 @@ class Admission:
         await self.limiter.finish_quietly(self.store, self.tenant.name, self.slot, tpm, refund)
 
 
+def _keep(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` in the background, held in `tasks` until it is done."""
+    task = asyncio.ensure_future(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
 class Limiter:
     def __init__(
         self,
@@ -137,9 +144,7 @@ class Limiter:
         got, decision = done.result()
         if not got or (decision is not None and not decision.allowed):
             return  # refused: nothing held
-        task = asyncio.ensure_future(self.finish_quietly(store, tenant, slot, tpm, reserved))
-        self._giving_back.add(task)
-        task.add_done_callback(self._giving_back.discard)
+        _keep(self._giving_back, self.finish_quietly(store, tenant, slot, tpm, reserved))
 
     def _timed_out(self, exc: BaseException, store: Store, tenant: str, slot: str | None) -> None:
         """An admission's call failed: one already sent may still run and take the slot, which
@@ -169,9 +174,7 @@ class Limiter:
         if slot is None or len(self._late) >= MAX_LATE_RELEASES:
             self.on_fallback("release", "lease_expiry")
             return
-        task = asyncio.ensure_future(self._late_release(store, tenant, slot))
-        self._late.add(task)
-        task.add_done_callback(self._late.discard)
+        _keep(self._late, self._late_release(store, tenant, slot))
 
     async def _late_release(self, store: Store, tenant: str, slot: str) -> None:
         waited = 0.0
