@@ -4,6 +4,7 @@ held: the slot and the reserved tokens go back once the store's answer is in."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -31,15 +32,20 @@ class SlowStore(MemoryStore):
         await super().finish(tenant, slot, tpm, refund)
 
 
-async def test_a_cancelled_admission_gives_back_what_the_store_granted():
-    store = SlowStore()
-    limiter = Limiter(store)
-    task = asyncio.create_task(limiter.admit(TENANT, 100))
+async def cancel_while_admitting(limiter: Limiter, store: Any, tokens: int) -> None:
+    """A caller that gives up while the store is admitting it; then the store's answer comes."""
+    task = asyncio.create_task(limiter.admit(TENANT, tokens))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     store.let_go.set()  # the store's answer arrives after the caller left
+
+
+async def test_a_cancelled_admission_gives_back_what_the_store_granted():
+    store = SlowStore()
+    limiter = Limiter(store)
+    await cancel_while_admitting(limiter, store, 100)
     for _ in range(100):
         if store.finished:
             break
@@ -56,12 +62,7 @@ async def test_a_cancelled_admission_that_was_refused_gives_nothing_back():
     store.let_go.set()
     held = [await limiter.admit(TENANT, 1) for _ in range(2)]  # both slots taken
     store.let_go.clear()
-    task = asyncio.create_task(limiter.admit(TENANT, 1))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    store.let_go.set()
+    await cancel_while_admitting(limiter, store, 1)
     await asyncio.sleep(0.05)
     assert store.finished == []  # refused: nothing to give back
     for admission in held:
@@ -123,12 +124,7 @@ async def test_a_cancelled_admission_whose_sent_call_timed_out_is_given_back_lat
     store.let_go = asyncio.Event()
     limiter = Limiter(store)
     limiter.late_releases_s = (0.01, 0.05)
-    task = asyncio.create_task(limiter.admit(TENANT, 1))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    store.let_go.set()
+    await cancel_while_admitting(limiter, store, 1)
     await asyncio.sleep(0.2)
     assert await store.slots_in_use("acme") == 0 and len(store.released) == 2
 
