@@ -285,7 +285,7 @@ class Gateway:
                 "The engine is not ready yet; try again shortly.", headers={"Retry-After": "5"}
             )
 
-    def prepare_chat(
+    async def prepare_chat(
         self,
         request_id: str,
         principal: Principal,
@@ -296,16 +296,16 @@ class Gateway:
         self._check_ready()
         with self.stage("prepare"):
             self._surely_too_long(principal, sum(len(m["content"]) for m in messages), "messages")
-            ids = self.engine.render_chat(messages)
+            ids = await self.engine.tokenize_chat(messages)
             return self._engine_request(request_id, principal, resolved, ids, s, "messages")
 
-    def prepare_completion(
+    async def prepare_completion(
         self, request_id: str, principal: Principal, resolved: Resolved, prompt: str, s: Sampling
     ) -> EngineRequest:
         self._check_ready()
         with self.stage("prepare"):
             self._surely_too_long(principal, len(prompt), "prompt")
-            ids = self.engine.encode(prompt)
+            ids = await self.engine.tokenize(prompt)
             return self._engine_request(request_id, principal, resolved, ids, s, "prompt")
 
     def _surely_too_long(self, principal: Principal, chars: int, field: str) -> None:

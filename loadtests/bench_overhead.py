@@ -186,10 +186,23 @@ class Processes:
                 proc.wait(timeout=10)
 
 
-def start_mock(procs: Processes, name: str, *, delay_ms: float = 0, gap_ms: float = 0) -> str:
+def write_policies(tmp: Path) -> None:
+    """The bench tenants' policy file, under `tmp/policies`."""
+    from gateway.auth import hash_key
+
+    (tmp / "policies").mkdir()
+    (tmp / "policies" / "tenants.yaml").write_text(
+        TENANTS.format(sha=hash_key(KEY), plain_sha=hash_key(PLAIN_KEY))
+    )
+
+
+def start_mock(
+    procs: Processes, name: str, *, delay_ms: float = 0, gap_ms: float = 0, context: int = 512
+) -> str:
     port = free_port()
     cmd = [sys.executable, "loadtests/mock_vllm.py", "--port", str(port), "--tokens", "16"]
     cmd += ["--delay-ms", str(delay_ms), "--gap-ms", str(gap_ms), "--api-key", UPSTREAM_KEY]
+    cmd += ["--max-model-len", str(context)]
     proc = procs.start(name, cmd)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(proc, f"{url}/health", 30)
@@ -1054,12 +1067,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tg-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        (tmp / "policies").mkdir()
-        from gateway.auth import hash_key
-
-        (tmp / "policies" / "tenants.yaml").write_text(
-            TENANTS.format(sha=hash_key(KEY), plain_sha=hash_key(PLAIN_KEY))
-        )
+        write_policies(tmp)
         procs = Processes(tmp)
         try:
             log("starting upstreams, redis, gateways, bare relay")

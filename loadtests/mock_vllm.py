@@ -212,9 +212,14 @@ def main() -> None:
     p.add_argument("--gap-ms", type=float, default=0.0)
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--max-model-len", type=int, default=512, help="the context it reports")
     a = p.parse_args()
     app = MockVLLM(
-        delay_s=a.delay_ms / 1000, gap_s=a.gap_ms / 1000, tokens=a.tokens, api_key=a.api_key
+        delay_s=a.delay_ms / 1000,
+        gap_s=a.gap_ms / 1000,
+        tokens=a.tokens,
+        api_key=a.api_key,
+        max_model_len=a.max_model_len,
     )
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
 

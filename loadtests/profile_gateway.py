@@ -54,12 +54,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tg-prof-") as tmp_name:
         tmp = Path(tmp_name)
-        (tmp / "policies").mkdir()
-        from gateway.auth import hash_key
-
-        (tmp / "policies" / "tenants.yaml").write_text(
-            bo.TENANTS.format(sha=hash_key(bo.KEY), plain_sha=hash_key(bo.PLAIN_KEY))
-        )
+        bo.write_policies(tmp)
         procs = bo.Processes(tmp)
         try:
             mock = bo.start_mock(procs, "mock0")

@@ -100,12 +100,7 @@ def main() -> None:
     machine = bo.machine_line(sys.argv[1:], os.getloadavg()[0], "loadtests/stage_costs.py")
     with tempfile.TemporaryDirectory(prefix="tg-stages-") as tmp_name:
         tmp = Path(tmp_name)
-        (tmp / "policies").mkdir()
-        from gateway.auth import hash_key
-
-        (tmp / "policies" / "tenants.yaml").write_text(
-            bo.TENANTS.format(sha=hash_key(bo.KEY), plain_sha=hash_key(bo.PLAIN_KEY))
-        )
+        bo.write_policies(tmp)
         shm = Path(tempfile.mkdtemp(prefix="tg-stages-audit-", dir="/dev/shm"))
         procs = bo.Processes(tmp)
         try:

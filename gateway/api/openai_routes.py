@@ -142,7 +142,7 @@ async def chat_completions(request: Request) -> Response:
             messages = [{"role": "system", "content": prompt}, *messages]  # the tune's default
         rid = f"chatcmpl-{new_id()}"
         _responding(t, rid, resolved.model)
-        ereq = gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
+        ereq = await gw.prepare_chat(rid, principal, resolved, messages, _sampling(body))
         admission = gw.admit_early(principal, ereq) or await gw.admit(principal, ereq)
     except BaseException as exc:
         _failed(t, exc)
@@ -172,7 +172,7 @@ async def completions(request: Request) -> Response:
         t.version = resolved.tune.version if resolved.tune else None
         rid = f"cmpl-{new_id()}"
         _responding(t, rid, resolved.model)
-        ereq = gw.prepare_completion(rid, principal, resolved, prompt, _sampling(body))
+        ereq = await gw.prepare_completion(rid, principal, resolved, prompt, _sampling(body))
         admission = gw.admit_early(principal, ereq) or await gw.admit(principal, ereq)
     except BaseException as exc:
         _failed(t, exc)

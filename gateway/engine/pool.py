@@ -139,6 +139,7 @@ class RemoteVLLMPool(RendersPrompts):
         self._health_task = asyncio.create_task(self._health_loop())
 
     async def stop(self) -> None:
+        self._close_prompts()
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(BaseException):

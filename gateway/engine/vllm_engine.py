@@ -107,6 +107,7 @@ class VLLMEngine(RendersPrompts):
 
     async def stop(self) -> None:
         self._ready = False
+        self._close_prompts()
         llm, self._llm = self._llm, None
         if llm is None:
             return

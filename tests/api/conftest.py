@@ -42,10 +42,10 @@ class EchoEngine:
     async def stop(self) -> None:
         self.ready = False
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.encode(" ".join(f"{m['role']}: {m['content']}" for m in messages))
+    async def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return await self.tokenize(" ".join(f"{m['role']}: {m['content']}" for m in messages))
 
-    def encode(self, text: str) -> list[int]:
+    async def tokenize(self, text: str) -> list[int]:
         return [len(w) for w in text.split()]
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Output]:

@@ -110,13 +110,13 @@ async def test_tenants_get_their_own_server_set_cache_salt(client, engine):
 
 async def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing(client, engine):
     calls = []
-    original = engine.render_chat
+    original = engine.tokenize_chat
 
-    def counting(messages):
+    async def counting(messages):
         calls.append(len(messages))
-        return original(messages)
+        return await original(messages)
 
-    engine.render_chat = counting
+    engine.tokenize_chat = counting
     huge = "x" * (engine.max_model_len * engine.max_token_chars + 1)
     body = {**BASE, "messages": [{"role": "user", "content": huge}]}
     r = await client.post("/v1/chat/completions", json=body, headers=auth())

@@ -217,6 +217,29 @@ def test_malformed_json_and_out_of_range_parameters(client, live_gateway, valida
     assert ask(client, "support", PROMPTS[0])  # the engine still serves
 
 
+def test_a_long_prompt_is_tokenized_off_the_event_loop_and_served(client, live_gateway):
+    from gateway.engine.prompts import INLINE_CHARS, PromptRenderer
+
+    renderer = PromptRenderer.from_pretrained(BUILD / "base")
+    long_tokens = " information" * 200  # long text in few tokens: it fits the demo's context
+    assert len(long_tokens) > INLINE_CHARS
+    messages = [{"role": "user", "content": long_tokens}]
+    r = client.chat.completions.create(
+        model="tunegate-demo-base", temperature=0, max_tokens=4, messages=messages
+    )
+    # the engine was given exactly the ids the model's own tokenizer makes of the chat
+    assert r.usage.prompt_tokens == len(renderer.render_chat(messages)) > 200
+    r = client.completions.create(
+        model="tunegate-demo-base", temperature=0, max_tokens=4, prompt=long_tokens
+    )
+    assert r.usage.prompt_tokens == len(renderer.encode(long_tokens)) == 200
+    too_many = "word " * 1000  # under the characters' bound, over the context once tokenized
+    assert len(too_many) > INLINE_CHARS
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, "support", too_many)
+    assert info.value.response.json()["error"]["code"] == "context_length_exceeded"
+
+
 def test_runtime_tune_load_without_restart(client, live_gateway):
     admin = {"Authorization": f"Bearer {live_gateway.admin_token}"}
     late = live_gateway.tunes_dir / "late"
