@@ -245,19 +245,25 @@ class Gateway:
             on_finding=lambda rule, action: m.child(m.safety_findings, rule, action).inc(),
         )
 
-    def scan_input(
+    async def scan_input(
         self, principal: Principal, texts: list[str], field: str, findings: list[str]
     ) -> list[str]:
-        """Input safety: block (400), redact (the engine sees the redacted text) or flag."""
+        """Input safety: block (400), redact (the engine sees the redacted text) or flag. Long
+        input is scanned in slices, with the event loop let run between them."""
         rules = principal.tenant.safety_input
         if rules is None:
             return texts
-        from gateway.safety import scan
+        from gateway.safety.sliced import SLICE_CHARS, scan_in_slices
 
         out = []
+        unyielded = 0  # characters scanned since the event loop last ran
         with self.stage("input_safety"):
             for text in texts:
-                result = scan(text, rules)
+                if unyielded > SLICE_CHARS:  # many messages, each short
+                    await asyncio.sleep(0)
+                    unyielded = 0
+                unyielded += len(text)
+                result = await scan_in_slices(text, rules)
                 for finding in result.findings:
                     self.metrics.child(
                         self.metrics.safety_findings, finding.rule_id, finding.action

@@ -132,7 +132,8 @@ async def chat_completions(request: Request) -> Response:
         )
         t.audit_mode = principal.tenant.audit_content
         t.prompt_text = "\n".join(m["content"] for m in messages)
-        texts = gw.scan_input(principal, [m["content"] for m in messages], "messages", t.findings)
+        contents = [m["content"] for m in messages]
+        texts = await gw.scan_input(principal, contents, "messages", t.findings)
         messages = [{**m, "content": text} for m, text in zip(messages, texts, strict=True)]
         resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
@@ -166,7 +167,7 @@ async def completions(request: Request) -> Response:
         gw.check_policy(principal, body.model_fields_set, [body.prompt_text()], "prompt")
         t.audit_mode = principal.tenant.audit_content
         t.prompt_text = body.prompt_text()
-        (prompt,) = gw.scan_input(principal, [body.prompt_text()], "prompt", t.findings)
+        (prompt,) = await gw.scan_input(principal, [body.prompt_text()], "prompt", t.findings)
         resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
         t.version = resolved.tune.version if resolved.tune else None

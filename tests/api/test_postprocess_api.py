@@ -7,6 +7,7 @@ import pytest
 
 from gateway.audit.file_sink import audit_files
 from gateway.auth import hash_key
+from gateway.safety import RuleConfig, compile_rules, scan, sliced
 from tests.api.conftest import KEYS, auth, write_config
 
 SAFETY = """
@@ -135,6 +136,37 @@ async def test_input_redaction_reaches_engine_redacted(client, engine):
     )
     assert r.status_code == 200
     assert engine.requests  # the engine saw tokens of the redacted text, not the address
+
+
+async def test_long_input_scanned_in_slices_is_blocked_and_redacted_as_a_whole(
+    client, engine, monkeypatch
+):
+    monkeypatch.setattr(sliced, "SLICE_CHARS", 256)  # long input, within the test's body limit
+    filler = ("lorem" * 30 + " ") * 6  # four slices, in few words (the test engine's tokens)
+    key = "sk-abcdefghijklmnopqrstuvwxyz123456"
+    many = [{"role": "user", "content": "plain words " * 10} for _ in range(20)]
+    for messages in (
+        [{"role": "user", "content": filler + key}],  # the key in the last slice
+        [*many, {"role": "user", "content": key}],  # after many messages, each short
+    ):
+        r = await client.post(
+            "/v1/chat/completions", headers=auth(), json={**CHAT, "messages": messages}
+        )
+        assert r.status_code == 400 and "no-keys" in r.json()["error"]["message"]
+    assert engine.requests == []
+    text = filler + "mail x.y@corp.example please"
+    r = await client.post(
+        "/v1/chat/completions",
+        headers=auth(),
+        json={**CHAT, "messages": [{"role": "user", "content": text}]},
+    )
+    assert r.status_code == 200
+    redacted = scan(
+        text, compile_rules([RuleConfig(id="mail-in", kind="email", action="redact")])
+    ).text
+    assert redacted != text
+    tail = await engine.tokenize(redacted)  # the test engine's ids: one per word
+    assert engine.requests[-1].prompt_token_ids[-len(tail) :] == tail
 
 
 async def test_json_schema_profile_validated_after_generation(client, engine):
