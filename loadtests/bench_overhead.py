@@ -804,6 +804,15 @@ async def open_loop(t: Target, rate: float, seconds: float, warm: int = 0) -> Op
     return OpenRun(total_s, n / sent_s if sent_s else 0.0, ok, rejected, failed, statuses)
 
 
+def overload_met(over: dict[str, float]) -> bool:
+    """The overload target: goodput ≥ 0.9x the ramp's peak, none failed, refusals' p99 under the
+    line. Judged against the ramp's saturation as well: where a ramp's peak came out low (its last
+    step just over the p99 line), goodput over that peak alone would pass without being met."""
+    fast = over["reject_p99"] <= P99_LIMIT_MS or not over["rejected"]
+    most = max(over["peak"], over["saturation"])
+    return over["goodput"] >= 0.9 * most and not over["failed"] and fast
+
+
 def report(
     res: dict[str, object],
     prof: Profile,
@@ -999,14 +1008,13 @@ def report(
         over = res.get(key)
         if not over:
             continue
-        fast = over["reject_p99"] <= P99_LIMIT_MS or not over["rejected"]  # type: ignore[index, operator]
-        good = over["goodput"] >= 0.9 * over["peak"] and not over["failed"]  # type: ignore[index, operator]
         lines.append(
-            f"| at 2x the saturating load, goodput ≥ 0.9x peak, rejections fast 429/503s ({how}) "
+            f"| at 2x the saturating load, goodput ≥ 0.9x peak (and saturation), rejections fast "
+            f"429/503s ({how}) "
             f"| {ratio(over['goodput'], over['peak'])}x peak "  # type: ignore[index]
             f"({ratio(over['goodput'], over['saturation'])}x saturation), rejections p99 "  # type: ignore[index]
             f"{over['reject_p99']:.1f} ms, {over['failed']:.0f} failed "  # type: ignore[index]
-            f"| {verdict(good and fast)} |"
+            f"| {verdict(overload_met(over))} |"  # type: ignore[arg-type]
         )
     if engine is not None:
         lines += [f"| {t.removeprefix('TARGET ')} |" for t in engine[1]]
