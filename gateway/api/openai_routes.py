@@ -127,12 +127,9 @@ async def chat_completions(request: Request) -> Response:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-        gw.check_policy(
-            principal, body.model_fields_set, [m["content"] for m in messages], "messages"
-        )
-        t.audit_mode = principal.tenant.audit_content
-        t.prompt_text = "\n".join(m["content"] for m in messages)
         contents = [m["content"] for m in messages]
+        gw.check_policy(principal, body.model_fields_set, contents, "messages")
+        await t.keep_prompt(principal.tenant.audit_content, "\n".join(contents))
         texts = await gw.scan_input(principal, contents, "messages", t.findings)
         messages = [{**m, "content": text} for m, text in zip(messages, texts, strict=True)]
         resolved = await gw.resolve(principal, body.model, body.user)
@@ -165,9 +162,8 @@ async def completions(request: Request) -> Response:
         body = _parse(CompletionRequest, await request.body())
         _describe(t, body, "text_completion")
         gw.check_policy(principal, body.model_fields_set, [body.prompt_text()], "prompt")
-        t.audit_mode = principal.tenant.audit_content
-        t.prompt_text = body.prompt_text()
-        (prompt,) = await gw.scan_input(principal, [body.prompt_text()], "prompt", t.findings)
+        await t.keep_prompt(principal.tenant.audit_content, body.prompt_text())
+        (prompt,) = await gw.scan_input(principal, [t.prompt_text], "prompt", t.findings)
         resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
         t.version = resolved.tune.version if resolved.tune else None

@@ -50,6 +50,7 @@ class Tracker:
         "_future",
         "_gap",
         "_last",
+        "_prompt_kept",
         "answer_text",
         "audit",
         "audit_mode",
@@ -84,6 +85,7 @@ class Tracker:
         self.content: dict[str, Any] = {}
         self.audit_mode = "omit"
         self.prompt_text: str | None = None
+        self._prompt_kept: str | None = None  # the prompt as the record keeps it, when done early
         self.answer_text: str | None = None
         self._future: asyncio.Future[None] | None = None
         self._gap: Any = None
@@ -202,7 +204,21 @@ class Tracker:
         from gateway.safety import scan
 
         rules = audit_redaction_rules()
-        return {k: scan(v, rules).text for k, v in texts.items() if v is not None}
+        kept = {"prompt": self._prompt_kept} if self._prompt_kept is not None else {}
+        for k, v in texts.items():
+            if v is not None and k not in kept:
+                kept[k] = scan(v, rules).text
+        return kept
+
+    async def keep_prompt(self, mode: str, text: str) -> None:
+        """The tenant's audit mode and the prompt for the record. A long prompt kept redacted is
+        redacted now, in slices with the event loop let run between them: `done()`, which
+        writes the record, runs at once."""
+        from gateway.safety.sliced import SLICE_CHARS, scan_in_slices
+
+        self.audit_mode, self.prompt_text = mode, text
+        if mode == "redact" and len(text) > SLICE_CHARS:
+            self._prompt_kept = (await scan_in_slices(text, audit_redaction_rules())).text
 
     async def durable(self) -> None:
         """Wait until the audit record is committed (or spooled / refused, as configured)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway import safety
 from gateway.audit.file_sink import audit_files
 from gateway.auth import hash_key
 from gateway.safety import RuleConfig, compile_rules, scan, sliced
@@ -221,6 +222,27 @@ async def test_audit_records_findings_and_content_policy(client, engine, setting
     assert recs[2]["findings"] == ["card-out"]
     assert "e@f.io" not in str(recs[3]) and "c@d.io" not in str(recs[3])
     assert "prompt" in recs[3] and "answer" in recs[3]
+
+
+async def test_a_long_prompt_kept_redacted_is_redacted_in_slices(
+    client, engine, settings, monkeypatch
+):
+    monkeypatch.setattr(sliced, "SLICE_CHARS", 256)
+    whole_scans: list[int] = []  # lengths of the texts scanned in one go for the record
+
+    def recording(text, rules):
+        whole_scans.append(len(text))
+        return scan(text, rules)
+
+    monkeypatch.setattr(safety, "scan", recording)
+    prompt = ("lorem" * 30 + " ") * 6 + "from e@f.io"
+    messages = [{"role": "user", "content": prompt}]
+    await ask(client, engine, ["reply to c@d.io"], False, "support", "narrow", messages=messages)
+    (rec,) = [orjson.loads(x) for f in audit_files(settings.audit_dir)
+              for x in f.read_bytes().splitlines()]  # fmt: skip
+    assert rec["prompt"].endswith("from [REDACTED:audit-email]") and "e@f.io" not in str(rec)
+    assert "c@d.io" not in rec["answer"]
+    assert whole_scans and max(whole_scans) < len(prompt)  # the answer only, not the prompt
 
 
 @pytest.mark.parametrize("whole", [False, True], ids=["in-pieces", "whole"])
