@@ -100,9 +100,21 @@ def start_gateway(
 UPSTREAM_KEY = "tg-bench-upstream-loopback"
 
 
+def engine_names() -> dict[str, str]:
+    """Each tune's adapter name on an engine (`name@version`), as the gateway loads it."""
+    from gateway.catalogue import TuneCatalogue
+
+    return {t.name: t.key for t in TuneCatalogue.load(ROOT / "tunes", "tunegate-demo-base")}
+
+
 def start_vllm(wait: bool = True) -> tuple[str, subprocess.Popen[bytes]]:
+    """vLLM's own server with the tunes loaded under the names the gateway gives them: the pool
+    gateway finds them there (from `/v1/models`) and routes to them, so the server holds one
+    copy of each whichever path a request comes by, as a server behind the gateway does (under
+    the tunes' bare names it held six adapters for its four slots, `--max-loras`)."""
     port = free_port()
-    lora = [f"{n}={BUILD / 'adapters' / n}" for n in ("support", "legal", "extract")]
+    names = engine_names()
+    lora = [f"{names[n]}={BUILD / 'adapters' / n}" for n in ("support", "legal", "extract")]
     cmd = [
         sys.executable,
         "-m",
@@ -180,7 +192,9 @@ async def one(client: httpx.AsyncClient, url: str, model: str, i: int) -> tuple[
         body["response_format"] = {"type": "json_schema", "json_schema": schema}
     start = time.perf_counter()
     ttft = None
-    key = UPSTREAM_KEY if url in DIRECT else KEY
+    key = KEY
+    if url in DIRECT:  # vLLM's own server: its key, and the tune by its name there
+        key, body["model"] = UPSTREAM_KEY, ENGINE_NAMES.get(model, model)
     async with client.stream(
         "POST", f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
     ) as r:
@@ -259,6 +273,7 @@ def side(figures: dict[str, list[dict[str, float]]]) -> dict[str, float]:
 
 
 DIRECT: set[str] = set()  # URLs of vLLM's own server (its key, not a tenant key)
+ENGINE_NAMES: dict[str, str] = {}  # tune name -> its adapter's name on vLLM's own server
 
 
 def main() -> None:
@@ -274,6 +289,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     SCHEMAS.update(tune_schemas())
+    ENGINE_NAMES.update(engine_names())
     with tempfile.TemporaryDirectory() as tmp:
         started: list[subprocess.Popen[bytes]] = []
         try:
