@@ -64,8 +64,9 @@ class PromptRenderer:
 
     def _encode_unlocked(self, text: str) -> list[int]:
         # The batch call releases the interpreter lock while it tokenizes (`encode` keeps it);
-        # `_fast` leaves out the character offsets, which nothing here reads.
-        return self._backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        # `_fast` (tokenizers 0.21 and later) leaves out the character offsets, unread here.
+        batch = getattr(self._backend, "encode_batch_fast", None) or self._backend.encode_batch
+        return batch([text], add_special_tokens=False)[0].ids
 
     def close(self) -> None:
         """Stop the tokenizing threads (a prompt being tokenized is finished first)."""
