@@ -185,6 +185,8 @@ class Gateway:
                     principal.tenant.name, getattr(exc, "code", None) or "other"
                 ).inc()
                 raise
+        if self.engine.ready:  # what cannot fit is refused before it is scanned or tokenized
+            self._surely_too_long(principal, sum(map(len, texts)), field)
 
     async def resolve(self, principal: Principal, model: str, user: str | None = None) -> Resolved:
         """Model name -> base or a tune version; forbidden and unknown look the same (404).

@@ -145,7 +145,7 @@ async def test_long_input_scanned_in_slices_is_blocked_and_redacted_as_a_whole(
     monkeypatch.setattr(sliced, "SLICE_CHARS", 256)  # long input, within the test's body limit
     filler = ("lorem" * 30 + " ") * 6  # four slices, in few words (the test engine's tokens)
     key = "sk-abcdefghijklmnopqrstuvwxyz123456"
-    many = [{"role": "user", "content": "plain words " * 10} for _ in range(20)]
+    many = [{"role": "user", "content": "plain words " * 5} for _ in range(20)]
     for messages in (
         [{"role": "user", "content": filler + key}],  # the key in the last slice
         [*many, {"role": "user", "content": key}],  # after many messages, each short
@@ -222,6 +222,33 @@ async def test_audit_records_findings_and_content_policy(client, engine, setting
     assert recs[2]["findings"] == ["card-out"]
     assert "e@f.io" not in str(recs[3]) and "c@d.io" not in str(recs[3])
     assert "prompt" in recs[3] and "answer" in recs[3]
+
+
+async def test_a_prompt_that_cannot_fit_is_refused_before_it_is_scanned(
+    client, engine, monkeypatch
+):
+    monkeypatch.setattr(sliced, "SLICE_CHARS", 256)  # the record's redaction would slice it too
+    scanned: list[int] = []
+    real = sliced.scan_in_slices
+
+    async def counting(text, rules, slice_chars=0):
+        scanned.append(len(text))
+        return await real(text, rules, slice_chars)
+
+    monkeypatch.setattr(sliced, "scan_in_slices", counting)
+    too_long = (
+        "x" * (engine.max_model_len * engine.max_token_chars) + " sk-abcdefghijklmnopqrstuvwxyz1"
+    )
+    for tenant in ("acme", "narrow"):  # input rules; the record kept redacted
+        r = await client.post(
+            "/v1/chat/completions",
+            headers=auth(tenant),
+            json={**CHAT, "messages": [{"role": "user", "content": too_long}]},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert scanned == [] and engine.requests == []
+    r = await client.post("/v1/chat/completions", headers=auth(), json=CHAT)
+    assert r.status_code == 200 and scanned == [len("hello")]
 
 
 async def test_a_long_prompt_kept_redacted_is_redacted_in_slices(
