@@ -30,6 +30,7 @@ from gateway.observability import Metrics
 from gateway.observability.tracing import Tracing
 from gateway.policy_checks import check_request
 from gateway.postprocess import OutputPipeline
+from gateway.safety import sliced
 from gateway.shared_state import Principal, SharedState
 from gateway.tune_validation import BaseModelInfo
 
@@ -255,17 +256,15 @@ class Gateway:
         rules = principal.tenant.safety_input
         if rules is None:
             return texts
-        from gateway.safety.sliced import SLICE_CHARS, scan_in_slices
-
         out = []
         unyielded = 0  # characters scanned since the event loop last ran
         with self.stage("input_safety"):
             for text in texts:
-                if unyielded > SLICE_CHARS:  # many messages, each short
+                if unyielded > sliced.SLICE_CHARS:  # many messages, each short
                     await asyncio.sleep(0)
                     unyielded = 0
                 unyielded += len(text)
-                result = await scan_in_slices(text, rules)
+                result = await sliced.scan_in_slices(text, rules)
                 for finding in result.findings:
                     self.metrics.child(
                         self.metrics.safety_findings, finding.rule_id, finding.action

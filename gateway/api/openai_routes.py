@@ -161,9 +161,10 @@ async def completions(request: Request) -> Response:
         t.tenant, t.key_id = principal.tenant.name, principal.key_id
         body = _parse(CompletionRequest, await request.body())
         _describe(t, body, "text_completion")
-        gw.check_policy(principal, body.model_fields_set, [body.prompt_text()], "prompt")
-        await t.keep_prompt(principal.tenant.audit_content, body.prompt_text())
-        (prompt,) = await gw.scan_input(principal, [t.prompt_text], "prompt", t.findings)
+        text = body.prompt_text()
+        gw.check_policy(principal, body.model_fields_set, [text], "prompt")
+        await t.keep_prompt(principal.tenant.audit_content, text)
+        (prompt,) = await gw.scan_input(principal, [text], "prompt", t.findings)
         resolved = await gw.resolve(principal, body.model, body.user)
         t.tune = resolved.label
         t.version = resolved.tune.version if resolved.tune else None

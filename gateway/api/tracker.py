@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from gateway.safety import sliced
 from gateway.service import Gateway
 
 __all__ = ["Tracker", "decision_of"]
@@ -214,11 +215,9 @@ class Tracker:
         """The tenant's audit mode and the prompt for the record. A long prompt kept redacted is
         redacted now, in slices with the event loop let run between them: `done()`, which
         writes the record, runs at once."""
-        from gateway.safety.sliced import SLICE_CHARS, scan_in_slices
-
         self.audit_mode, self.prompt_text = mode, text
-        if mode == "redact" and len(text) > SLICE_CHARS:
-            self._prompt_kept = (await scan_in_slices(text, audit_redaction_rules())).text
+        if mode == "redact" and len(text) > sliced.SLICE_CHARS:
+            self._prompt_kept = (await sliced.scan_in_slices(text, audit_redaction_rules())).text
 
     async def durable(self) -> None:
         """Wait until the audit record is committed (or spooled / refused, as configured)."""
