@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,6 +29,34 @@ import bench_overhead as bo  # a sibling script, not a package module
 def user_sys(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return int(fields[11]) / bo.TICK, int(fields[12]) / bo.TICK
+
+
+def thread_ticks(pid: int) -> dict[int, int]:
+    """Each thread's CPU ticks (user and system), by thread id."""
+    ticks = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        ticks[int(task.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def thread_use(pid: int, before: dict[int, int], seconds: float) -> tuple[float, float]:
+    """What the event loop's thread and the others (the span exporter, the audit commits) used
+    of a core since `before`. Together they cannot pass one core for long: the threads take
+    turns with the interpreter lock. A thread that ended meanwhile is not counted (the
+    gateway's threads live as long as it does)."""
+    after = thread_ticks(pid)
+    used = {tid: (n - before.get(tid, 0)) / bo.TICK / seconds for tid, n in after.items()}
+    loop = used.pop(pid, 0.0)  # the main thread's id is the process id
+    return loop, sum(used.values())
+
+
+def thread_shares(pid: int, before: dict[int, int], seconds: float) -> str:
+    loop, others = thread_use(pid, before, seconds)
+    return f"event loop's thread {loop:.0%} of a core, other threads {others:.0%}"
 
 
 def main() -> None:
@@ -97,8 +126,10 @@ def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
+            ticks, began = thread_ticks(gw.pid), time.monotonic()
             if args.open_rate:  # overload: goodput, refusals and where the time goes then
                 run = asyncio.run(bo.open_loop(t, args.open_rate, args.open_s, args.warm))
+                shares = thread_shares(gw.pid, ticks, time.monotonic() - began)
                 if spy is not None:
                     spy.send_signal(2)
                     spy.wait(timeout=30)
@@ -108,7 +139,7 @@ def main() -> None:
                     f"p99 {bo.pct(run.ok_ms, 99):.0f} ms; refused "
                     f"{len(run.rejected_ms) / run.seconds:.0f}/s, p50 "
                     f"{bo.pct(run.rejected_ms, 50):.0f} ms p99 {bo.pct(run.rejected_ms, 99):.0f} "
-                    f"ms; failed {run.failed}; statuses {run.statuses}"
+                    f"ms; failed {run.failed}; statuses {run.statuses}; {shares}"
                 )
                 gw.send_signal(signal.SIGINT)
                 gw.wait(timeout=60)
@@ -116,6 +147,7 @@ def main() -> None:
             u0, s0 = user_sys(gw.pid)
             cpu = asyncio.run(bo.cpu_per_request(t, gw.pid, args.requests, args.conc, {}))
             u1, s1 = user_sys(gw.pid)
+            shares = thread_shares(gw.pid, ticks, time.monotonic() - began)
             n = args.requests + args.conc * 4
             one = asyncio.run(bo.closed_loop(t, 1, 5.0))
             if spy is not None:
@@ -128,7 +160,8 @@ def main() -> None:
             print(
                 f"CPU {cpu['us']:.0f} us/request at {args.conc} conn "
                 f"(user {(u1 - u0) / n * 1e6:.0f}, system {(s1 - s0) / n * 1e6:.0f}; "
-                f"errors {cpu['errors']:.0f}; p50 {cpu['p50']:.1f} ms, p99 {cpu['p99']:.1f} ms); "
+                f"errors {cpu['errors']:.0f}; p50 {cpu['p50']:.1f} ms, p99 {cpu['p99']:.1f} ms; "
+                f"{shares}); "
                 f"1 conn: p50 {one.p50:.2f} ms, "
                 f"p99 {one.p99:.2f} ms, {one.rps:.0f} req/s, errors {one.errors}"
             )
