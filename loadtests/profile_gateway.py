@@ -1,6 +1,7 @@
-"""Where the gateway's time goes: CPU per request and latency at 1 connection, optionally a
-py-spy profile, for the same full-pipeline setup as `bench_overhead.py` (mock upstream at 0 ms,
-real Redis, safety, audit, metrics, OTLP traces to a sink).
+"""Where the gateway's time goes: CPU per request and latency at 1 connection, what the event
+loop's thread and the other threads used of a core, optionally a py-spy profile, for the same
+full-pipeline setup as `bench_overhead.py` (mock upstream at 0 ms, real Redis, safety, audit,
+metrics, OTLP traces to a sink).
 
     .venv/bin/python loadtests/profile_gateway.py [--requests 2000] [--conc 8]
         [--py-spy OUT.txt] [--env NAME=VALUE ...] [--memory-store]
