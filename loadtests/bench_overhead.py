@@ -435,6 +435,12 @@ async def stream_loop(t: Target, conc: int, seconds: float) -> StreamRun:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def stat_fields(path: Path) -> list[str]:
+    """A `/proc/.../stat` file's fields after the command's name: state, ppid, ..., utime at
+    index 11 and stime at 12 (the name, in brackets, may hold spaces)."""
+    return path.read_text().rpartition(")")[2].split()
+
+
 def _proc_stats() -> dict[int, tuple[int, float]]:
     """Every live process: its parent and its utime + stime in seconds (one /proc scan)."""
     stats: dict[int, tuple[int, float]] = {}
@@ -442,7 +448,7 @@ def _proc_stats() -> dict[int, tuple[int, float]]:
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            fields = stat_fields(entry / "stat")
         except OSError:
             continue
         stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)

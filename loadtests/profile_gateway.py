@@ -28,7 +28,7 @@ import bench_overhead as bo  # a sibling script, not a package module
 
 
 def user_sys(pid: int) -> tuple[float, float]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = bo.stat_fields(Path(f"/proc/{pid}/stat"))
     return int(fields[11]) / bo.TICK, int(fields[12]) / bo.TICK
 
 
@@ -37,7 +37,7 @@ def thread_ticks(pid: int) -> dict[int, int]:
     ticks = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            fields = bo.stat_fields(task / "stat")
         except OSError:  # a thread that ended meanwhile
             continue
         ticks[int(task.name)] = int(fields[11]) + int(fields[12])

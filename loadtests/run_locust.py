@@ -376,7 +376,7 @@ def cpu_s(pid: int | None) -> float | None:
     if pid is None:
         return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = bo.stat_fields(Path(f"/proc/{pid}/stat"))
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / bo.TICK
