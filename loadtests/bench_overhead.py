@@ -5,13 +5,14 @@ streamed chunks), so everything measured beyond "direct" is the relay in front o
 gateway runs its full pipeline (pool engine, auth, policy, Redis rate limits on a real
 `redis-server`, input and output safety rules, audit log, metrics, OpenTelemetry traces exported
 to another mock, the OTLP sink); LiteLLM's proxy (one worker, master key, no database) is
-installed into its own venv by `litellm_env.py`; `bare_relay.py` is the floor for CPU. Load comes
+installed into its own venv by `litellm_env.py`; `bare_relay.py` is the floor for CPU and for
+the latency added at upstream 0 ms. Load comes
 from this process: asyncio + aiohttp, closed loop, N keep-alive connections. Each comparison runs
 side by side in interleaved rounds (round r: direct, gateway, LiteLLM, each once) and reports the
 median over rounds.
 
 1. added p50/p99 latency (target minus direct, paired per round) at 1 and 32 connections,
-   non-streamed chat, upstream 0 ms and 50 ms;
+   non-streamed chat, upstream 0 ms (the bare relay's beside it) and 50 ms;
 2. peak requests/s with p99 < 50 ms and no errors, ramping 1..64 connections (upstream 0 ms);
    and at twice the most the gateway served in the ramp (open loop, fixed arrival rate), its
    goodput and how fast the excess is refused (429/503);
@@ -562,12 +563,14 @@ async def measure(
     out: dict[str, object] = {}
     errors: list[str] = []
 
-    # 1 + 2: the ramp at upstream 0 ms (its runs at 1 and 32 connections give the 0 ms latency)
-    targets0 = {"direct": direct0, "gateway": gw0}
+    # 1 + 2: the ramp at upstream 0 ms (its runs at 1 and 32 connections give the 0 ms latency).
+    # The bare relay runs at 1 and 32 connections only: what the same HTTP server and a pooled
+    # upstream client add with none of the pipeline, beside the gateway's added latency.
+    targets0 = {"direct": direct0, "gateway": gw0, "bare": env["bare"]}
     if ll0:
         targets0["litellm"] = ll0
     ramp: dict[tuple[str, int], list[Run]] = {}
-    active = set(targets0)
+    active = set(targets0) - {"bare"}
     for conc in prof.ramp:
         keep = {n for n in targets0 if n in active or conc in (1, 32)}
         for _ in range(prof.rounds):
@@ -595,6 +598,8 @@ async def measure(
         for r in runs:
             if r.errors:
                 errors.append(f"{name} at {conc} conn: {r.errors} errors ({r.first_error})")
+        if name == "bare":  # not ramped: no peak of its own
+            continue
         rps, p99 = med([r.rps for r in runs]), med([r.p99 for r in runs])
         ok = p99 < P99_LIMIT_MS and not any(r.errors for r in runs)
         if ok and rps > peak.get(name, (0.0, 0))[0]:
@@ -854,12 +859,21 @@ def report(
             for q in ("p50", "p99"):
                 g = cell["gateway"][q]
                 ll = cell.get("litellm", {}).get(q, math.nan)
+                base = fmt(cell["direct"][q], 2)
+                label = f"direct: its {q}"
+                bare = cell.get("bare", {}).get(q)
+                if bare is not None:  # upstream 0 ms: the bare relay beside it
+                    base += f"; bare {signed(bare)}"
+                    label += ", bare: bare_relay.py's added"
+                ratios = [f"{ratio(g, ll)} gw/LiteLLM"] if with_ll else []
+                if bare is not None and with_ll:
+                    ratios.append(f"{ratio(bare, ll)} bare/LiteLLM")
                 row(
-                    f"added {q} ms, {conc} conn, upstream {delay} ms (direct: its {q})",
+                    f"added {q} ms, {conc} conn, upstream {delay} ms ({label})",
                     signed(g),
-                    fmt(cell["direct"][q], 2),
+                    base,
                     signed(ll),
-                    f"{ratio(g, ll)} gw/LiteLLM" if with_ll else "",
+                    ", ".join(ratios),
                 )
     peak = res["peak"]  # type: ignore[assignment]
 
@@ -979,9 +993,11 @@ def report(
             continue
         g = cell["gateway"]["p50"]
         ll = cell.get("litellm", {}).get("p50", math.nan)
+        bare = cell.get("bare", {}).get("p50")
+        floor = f" (a bare relay: {signed(bare)})" if bare is not None else ""
         lines.append(
             f"| added p50 at 1 conn ≤ 1/10 of LiteLLM's (upstream {delay} ms) "
-            f"| {signed(g)} vs {signed(ll)} ms | {verdict(le(g, ll / 10))} |"
+            f"| {signed(g)} vs {signed(ll)} ms{floor} | {verdict(le(g, ll / 10))} |"
         )
     lines.append(
         f"| peak req/s ≥ 10x LiteLLM's | {fmt(pkv('gateway'), 0)} vs {fmt(pkv('litellm'), 0)} "
