@@ -104,6 +104,26 @@ async def list_models(request: Request) -> Response:
     return _json(render.models_body(gw.visible_models(principal), gw.created))
 
 
+@router.get("/v1/models/{model:path}", **render.MODEL_DOC)
+async def retrieve_model(request: Request, model: str) -> Response:
+    """One model the caller may use: any name the completion routes accept from this key (the
+    base model, a tune, `tune@version`, `default`); others, and tunes the tenant may not use,
+    are the same 404 as there."""
+    gw = _gateway(request)
+    t = Tracker(gw, "models", request.state.request_id)
+    try:
+        principal = await gw.authenticate(request.headers.get("authorization"))
+        t.tenant, t.key_id = principal.tenant.name, principal.key_id
+        resolved = await gw.resolve(principal, model)
+    except Exception as exc:
+        _failed(t, exc)
+        raise
+    parent = gw.base_model if resolved.tune is not None else None
+    t.done(200)
+    await t.durable()
+    return _json(render.model_body(model, parent, gw.created))
+
+
 def _failed(t: Tracker, exc: BaseException) -> None:
     """Audit a request that ends in an error (any error: a 500 is recorded too)."""
     if isinstance(exc, GatewayError):

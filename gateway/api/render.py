@@ -17,10 +17,12 @@ __all__ = [
     "COMPLETION_DOC",
     "DONE",
     "MODELS_DOC",
+    "MODEL_DOC",
     "chat_body",
     "chat_chunk",
     "completion_body",
     "completion_chunk",
+    "model_body",
     "models_body",
     "sse",
     "sse_error",
@@ -106,19 +108,21 @@ def completion_chunk(
     }
 
 
+def model_body(model_id: str, parent: str | None, created: int) -> dict[str, Any]:
+    """One model object; a tune names the base model it adapts as its `parent`."""
+    item: dict[str, Any] = {
+        "id": model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "tunegate",
+    }
+    if parent is not None:
+        item["parent"] = parent
+    return item
+
+
 def models_body(models: list[tuple[str, str | None]], created: int) -> dict[str, Any]:
-    data = []
-    for model_id, parent in models:
-        item: dict[str, Any] = {
-            "id": model_id,
-            "object": "model",
-            "created": created,
-            "owned_by": "tunegate",
-        }
-        if parent is not None:
-            item["parent"] = parent
-        data.append(item)
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [model_body(m, parent, created) for m, parent in models]}
 
 
 # The OpenAPI document of these bodies. The models document the wire shape only: bodies are
@@ -273,5 +277,11 @@ MODELS_DOC: dict[str, Any] = {
     "responses": {
         200: {"model": ModelList, "description": "The models the caller may use"},
         **error_responses(401, 503),
+    }
+}
+MODEL_DOC: dict[str, Any] = {
+    "responses": {
+        200: {"model": Model, "description": "A model the caller may use"},
+        **error_responses(401, 404, 503),
     }
 }

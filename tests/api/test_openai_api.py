@@ -26,6 +26,38 @@ async def test_models_lists_base_and_allowed_tunes(client, validate_schema):
     assert {m["id"] for m in r.json()["data"]} == {"test-base", "support"}
 
 
+@pytest.mark.parametrize(
+    "model,parent",
+    [
+        ("test-base", None),
+        ("legal", "test-base"),
+        ("support@1", "test-base"),
+        ("default", "test-base"),
+    ],
+)
+async def test_a_model_the_key_may_use_is_retrieved(client, validate_schema, model, parent):
+    r = await client.get(f"/v1/models/{model}", headers=auth("acme"))
+    assert r.status_code == 200, r.text
+    validate_schema("Model", r.json())
+    assert r.json()["id"] == model and r.json()["object"] == "model"
+    assert r.json().get("parent") == parent
+    listed = (await client.get("/v1/models", headers=auth("acme"))).json()["data"]
+    if model in {m["id"] for m in listed}:  # the same object as in the list
+        assert r.json() in listed
+
+
+@pytest.mark.parametrize("model", ["nope", "legal", "support@9", "a/b", "..%2Fetc"])
+async def test_retrieving_an_unknown_or_forbidden_model_is_the_same_404(
+    client, validate_schema, model
+):
+    r = await client.get(f"/v1/models/{model}", headers=auth("narrow"))
+    assert r.status_code == 404, r.text
+    validate_schema("ErrorResponse", r.json())
+    err = r.json()["error"]
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+    assert err["type"] == "invalid_request_error"
+
+
 async def test_chat_non_streaming(client, engine, validate_schema):
     body = {
         **CHAT,
@@ -122,6 +154,7 @@ async def test_unknown_and_forbidden_models_are_the_same_404(client, validate_sc
 async def test_bad_keys_get_401(client, validate_schema, headers, code):
     for method, path in (
         ("GET", "/v1/models"),
+        ("GET", "/v1/models/support"),
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/completions"),
     ):

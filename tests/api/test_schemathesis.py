@@ -139,7 +139,10 @@ STEER_BODY = {
 # Added to a generation request (a body with a `model`) as often as not.
 STEER_STREAM = {"stream": [True, False], "stream_options": [{"include_usage": True}]}
 TUNES, TENANTS = ["legal", "support", "extract"], list(KEYS)
-STEER_PATH = {"key_id": [f"{t}-1" for t in TENANTS]}
+STEER_PATH = {
+    "key_id": [f"{t}-1" for t in TENANTS],
+    "model": ["legal", "support", "support@1", "test-base", "default"],
+}
 _KEEP = object()
 
 

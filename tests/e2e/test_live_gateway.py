@@ -56,6 +56,20 @@ def test_models_list(client, live_gateway, validate_schema):
     assert {m["id"] for m in raw.json()["data"]} == {"tunegate-demo-base", "legal"}
 
 
+def test_models_retrieve(client, live_gateway, validate_schema):
+    legal = client.models.retrieve("legal")
+    assert legal.id == "legal" and legal.model_extra["parent"] == "tunegate-demo-base"
+    assert client.models.retrieve("tunegate-demo-base").model_extra.get("parent") is None
+    raw = httpx.get(f"{live_gateway.url}/v1/models/legal", headers=live_gateway.headers("narrow"))
+    validate_schema("Model", raw.json())
+    raw = httpx.get(f"{live_gateway.url}/v1/models/support", headers=live_gateway.headers("narrow"))
+    assert raw.status_code == 404  # a tune this tenant may not use looks like an unknown one
+    validate_schema("ErrorResponse", raw.json())
+    assert raw.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-tune")
+
+
 def test_chat_non_streamed_is_schema_valid(live_gateway, validate_schema):
     r = httpx.post(
         f"{live_gateway.url}/v1/chat/completions",
