@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
+from gateway.api.wire import ONE_VALUE_ONLY
 from gateway.errors import GatewayError, InternalError, InvalidRequestError, error_body
 
 __all__ = [
@@ -84,6 +85,15 @@ def error_response(exc: GatewayError) -> Response:
     )
 
 
+def _param_of(err: Any) -> str | None:
+    """The parameter a pydantic error is about, as the 400 names it (`messages.0.role`)."""
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    # Drop pydantic's union-branch markers (e.g. `str`, `list[...]`) from the location.
+    loc = [p for p in loc if not (p[:1].isalpha() and ("[" in p or p in {"str", "int"}))]
+    # A check of the whole body names its parameter in the error's context.
+    return ".".join(loc) or (err.get("ctx") or {}).get("param")
+
+
 def validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequestError:
     """The first pydantic error as a 400 naming the parameter; never FastAPI's 422 shape."""
     errors = exc.errors()
@@ -95,11 +105,17 @@ def validation_error(exc: ValidationError | RequestValidationError) -> InvalidRe
             "We could not parse the JSON body of your request. The body must be a JSON object.",
             code="invalid_json",
         )
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-    # Drop pydantic's union-branch markers (e.g. `str`, `list[...]`) from the location.
-    loc = [p for p in loc if not (p[:1].isalpha() and ("[" in p or p in {"str", "int"}))]
-    # A check of the whole body names its parameter in the error's context.
-    param = ".".join(loc) or (err.get("ctx") or {}).get("param")
+    # A union (`str | list[str]`) reports each branch; the one the input's type matched (its
+    # error is not a type error) says what is wrong: "at most 4 items", not "a valid string".
+    branches = [e for e in errors if _param_of(e) == _param_of(err)]
+    err = next((e for e in branches if not e.get("type", "").endswith("_type")), err)
+    param = _param_of(err)
+    if param in ONE_VALUE_ONLY:
+        return InvalidRequestError(
+            f"Unsupported value for '{param}': {ONE_VALUE_ONLY[param]}.",
+            param=param,
+            code="unsupported_value",
+        )
     if err.get("type") == "refused_field":  # wire.py: a field this API never accepts
         return InvalidRequestError(f"{err.get('msg')}.", param=param, code="unsupported_parameter")
     if err.get("type") == "missing":

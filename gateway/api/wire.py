@@ -117,6 +117,17 @@ class ResponseFormat(_Wire):
         return None
 
 
+# OpenAI parameters accepted with one value only: the 400 for another value says why, in place
+# of the validator's "Input should be 1".
+ONE_VALUE_ONLY = {
+    "n": "only one choice (1) is returned",
+    "best_of": "only 1 is supported",
+    "logprobs": "log probabilities are not returned",
+    "echo": "the prompt is not echoed",
+    "suffix": "a suffix is not supported",
+    "tools": "tool calling is not supported",
+}
+
 # Engine-specific fields a client may not set: prompt templates and embeddings, cache salts,
 # the engine's own structured-output and logits controls. Named in a 400, never forwarded.
 REFUSED_FIELDS = (

@@ -206,6 +206,47 @@ async def test_out_of_range_parameters_are_400(client, engine, validate_schema, 
     assert engine.requests == []
 
 
+@pytest.mark.parametrize(
+    "route,patch,param",
+    [
+        ("chat", {"n": 2}, "n"),
+        ("chat", {"logprobs": True}, "logprobs"),
+        ("chat", {"tools": [{"type": "function"}]}, "tools"),
+        ("completions", {"echo": True}, "echo"),
+        ("completions", {"best_of": 3}, "best_of"),
+        ("completions", {"suffix": "x"}, "suffix"),
+        ("completions", {"logprobs": 2}, "logprobs"),
+    ],
+)
+async def test_a_parameter_accepted_with_one_value_only_says_so(
+    client, engine, validate_schema, route, patch, param
+):
+    if route == "chat":
+        r = await client.post("/v1/chat/completions", json={**CHAT, **patch}, headers=auth())
+    else:
+        body = {"model": "support", "prompt": "hi", **patch}
+        r = await client.post("/v1/completions", json=body, headers=auth())
+    assert r.status_code == 400, r.text
+    validate_schema("ErrorResponse", r.json())
+    err = r.json()["error"]
+    assert err["param"] == param and err["code"] == "unsupported_value"
+    assert err["message"].startswith(f"Unsupported value for '{param}': ")
+    assert "Input should be" not in err["message"] and engine.requests == []
+
+
+async def test_a_union_parameter_names_what_is_wrong_with_the_form_it_took(client):
+    stops = {**CHAT, "stop": ["a", "b", "c", "d", "e"]}
+    r = await client.post("/v1/chat/completions", json=stops, headers=auth())
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
+    assert "at most 4 items" in r.json()["error"]["message"]
+    prompts = {"model": "support", "prompt": ["a", "b"]}
+    r = await client.post("/v1/completions", json=prompts, headers=auth())
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    assert "at most 1 item" in r.json()["error"]["message"]
+    r = await client.post("/v1/chat/completions", json={**CHAT, "stop": 5}, headers=auth())
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"  # no form matched
+
+
 async def test_missing_model_and_prompt(client, validate_schema):
     r = await client.post("/v1/completions", json={"model": "support"}, headers=auth())
     assert r.status_code == 400
