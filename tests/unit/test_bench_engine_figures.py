@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from loadtests.bench_engine import has_content, side
+from loadtests.bench_engine import has_content, print_rows, side
 
 
 def event(delta: dict[str, str]) -> str:
@@ -36,3 +36,18 @@ def test_ratios_are_taken_within_each_round() -> None:
     assert r["gw_ttft"] == pytest.approx(-2.0)  # -3, -2, +10 (medians: 15 - 18 = -3)
     assert r["pool_p50"] == pytest.approx(50.0)  # 50, 25, 100 (medians: 280 - 230)
     assert r["pool_ttft"] == pytest.approx(2.0)  # 2, 2, 5 (medians: 20 - 18)
+
+
+def _row(label: str, conc: int, gw_ratio: float) -> tuple:
+    fig = {"rps": 6.6, "ttft": 7.0, "p50": 150.0, "p99": 170.0, "n": 20.0}
+    side_figs = {"gw": gw_ratio, "gw_ttft": -1.0, "pool": 1.0, "pool_p50": 2.0, "pool_ttft": 0.3}
+    return (label, conc, fig, fig, fig, side_figs)
+
+
+def test_the_target_line_shows_a_row_just_under_parity_as_such(capsys) -> None:
+    print_rows([_row("single tune", 1, 0.996), _row("mix of tunes", 8, 1.052)])
+    (target,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("TARGET ")]
+    assert "| 0.996x to 1.052x | MISS" in target
+    print_rows([_row("single tune", 1, 1.0), _row("mix of tunes", 8, 1.2)])
+    (target,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("TARGET ")]
+    assert target.endswith("| 1.000x to 1.200x | PASS")
