@@ -15,7 +15,12 @@ from gateway.api.admin_routes import router as admin_router
 from gateway.api.drain import SigtermDrain
 from gateway.api.errors import install_error_handlers
 from gateway.api.fast_path import CompletionFastPath
-from gateway.api.middleware import BodyLimitMiddleware, InflightGate, RequestIdMiddleware
+from gateway.api.middleware import (
+    BodyLimitMiddleware,
+    HeadAsGet,
+    InflightGate,
+    RequestIdMiddleware,
+)
 from gateway.api.openai_routes import router as openai_router
 from gateway.api.ops_routes import router as ops_router
 from gateway.api.rollout_routes import router as rollout_router
@@ -250,7 +255,8 @@ def create_app(
     app.include_router(ops_router)
     app.include_router(rollout_router)
     app.include_router(admin_router)
-    app.add_middleware(CompletionFastPath)  # innermost: the two completion routes, directly
+    app.add_middleware(HeadAsGet)  # innermost: HEAD reaches the routes as GET
+    app.add_middleware(CompletionFastPath)  # the two completion routes, directly
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(TracingMiddleware, tracing=tracing)  # inside: the request id is set
     app.add_middleware(InflightGate, gateway=gateway)  # refusals at the door: no span, no body

@@ -167,6 +167,8 @@ def _allowed_methods(request: Request) -> str:
             and route.matches(request.scope)[0] != Match.NONE
         ):
             methods.update(route.methods)
+    if "GET" in methods:  # `HeadAsGet` answers HEAD wherever GET is served
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

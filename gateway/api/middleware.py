@@ -16,7 +16,7 @@ from gateway.errors import (
 )
 from gateway.observability.logs import request_id_var
 
-__all__ = ["BodyLimitMiddleware", "InflightGate", "RequestIdMiddleware", "send_error"]
+__all__ = ["BodyLimitMiddleware", "HeadAsGet", "InflightGate", "RequestIdMiddleware", "send_error"]
 
 log = logging.getLogger(__name__)
 ASGIApp = Any
@@ -106,6 +106,29 @@ class InflightGate:
             await self.app(scope, receive, send)
         finally:
             gw.entered -= 1
+
+
+class HeadAsGet:
+    """HEAD is GET without the body (RFC 9110, 9.3.2), as load balancers' health checks and
+    `curl -I` use it: the gateway's routes declare GET only, which made HEAD a 405. The route
+    runs as for GET (a key is still checked, the request still audited) and the body is dropped
+    here; the headers, `content-length` included, are GET's. A path without GET stays a 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Any) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        # a copy: the server's own scope still says HEAD, and it sends no body for that either
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 MAX_HEADERS = 100

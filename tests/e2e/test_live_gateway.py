@@ -70,6 +70,15 @@ def test_models_retrieve(client, live_gateway, validate_schema):
         client.models.retrieve("no-such-tune")
 
 
+def test_head_is_get_without_the_body(live_gateway):
+    for path, headers in (("/healthz", {}), ("/v1/models", live_gateway.headers())):
+        got = httpx.get(f"{live_gateway.url}{path}", headers=headers)
+        head = httpx.head(f"{live_gateway.url}{path}", headers=headers)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-length"] == str(len(got.content))
+    assert httpx.head(f"{live_gateway.url}/v1/models").status_code == 401
+
+
 def test_chat_non_streamed_is_schema_valid(live_gateway, validate_schema):
     r = httpx.post(
         f"{live_gateway.url}/v1/chat/completions",
