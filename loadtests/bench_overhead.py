@@ -6,9 +6,9 @@ gateway runs its full pipeline (pool engine, auth, policy, Redis rate limits on 
 `redis-server`, input and output safety rules, audit log, metrics, OpenTelemetry traces exported
 to another mock, the OTLP sink); LiteLLM's proxy (one worker, master key, no database) is
 installed into its own venv by `litellm_env.py`; `bare_relay.py` is the floor for CPU and for
-the latency added at upstream 0 ms. Load comes
-from this process: asyncio + aiohttp, closed loop, N keep-alive connections. Each comparison runs
-side by side in interleaved rounds (round r: direct, gateway, LiteLLM, each once) and reports the
+the latency added at upstream 0 ms. Load comes from this process: asyncio + aiohttp, closed loop,
+N keep-alive connections. Each comparison runs side by side in interleaved rounds (round r:
+direct, gateway, LiteLLM and, where it is the floor, the bare relay, each once) and reports the
 median over rounds.
 
 1. added p50/p99 latency (target minus direct, paired per round) at 1 and 32 connections,
