@@ -107,9 +107,9 @@ def validation_error(exc: ValidationError | RequestValidationError) -> InvalidRe
         )
     # A union (`str | list[str]`) reports each branch; the one the input's type matched (its
     # error is not a type error) says what is wrong: "at most 4 items", not "a valid string".
-    branches = [e for e in errors if _param_of(e) == _param_of(err)]
-    err = next((e for e in branches if not e.get("type", "").endswith("_type")), err)
     param = _param_of(err)
+    branches = (e for e in errors if _param_of(e) == param)
+    err = next((e for e in branches if not e.get("type", "").endswith("_type")), err)
     if param in ONE_VALUE_ONLY:
         return InvalidRequestError(
             f"Unsupported value for '{param}': {ONE_VALUE_ONLY[param]}.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -24,6 +24,7 @@ from gateway.ids import new_id
 from gateway.limits import Admission
 from gateway.postprocess import OutputPipeline
 from gateway.service import Gateway, Resolved, Sampling, check_structured
+from gateway.shared_state import Principal
 
 __all__ = ["router"]
 
@@ -89,19 +90,30 @@ def _sampling(body: ChatRequest | CompletionRequest) -> Sampling:
     )
 
 
-@router.get("/v1/models", **render.MODELS_DOC)
-async def list_models(request: Request) -> Response:
+async def _models_route(
+    request: Request, answer: Callable[[Gateway, Principal], Awaitable[dict[str, Any]]]
+) -> Response:
+    """The models routes' frame: the key checked, `answer` built, one audit record either way."""
     gw = _gateway(request)
     t = Tracker(gw, "models", request.state.request_id)
     try:
         principal = await gw.authenticate(request.headers.get("authorization"))
+        t.tenant, t.key_id = principal.tenant.name, principal.key_id
+        body = await answer(gw, principal)
     except Exception as exc:
         _failed(t, exc)
         raise
-    t.tenant, t.key_id = principal.tenant.name, principal.key_id
     t.done(200)
     await t.durable()
-    return _json(render.models_body(gw.visible_models(principal), gw.created))
+    return _json(body)
+
+
+@router.get("/v1/models", **render.MODELS_DOC)
+async def list_models(request: Request) -> Response:
+    async def listing(gw: Gateway, principal: Principal) -> dict[str, Any]:
+        return render.models_body(gw.visible_models(principal), gw.created)
+
+    return await _models_route(request, listing)
 
 
 @router.get("/v1/models/{model:path}", **render.MODEL_DOC)
@@ -109,19 +121,13 @@ async def retrieve_model(request: Request, model: str) -> Response:
     """One model the caller may use: any name the completion routes accept from this key (the
     base model, a tune, `tune@version`, `default`); others, and tunes the tenant may not use,
     are the same 404 as there."""
-    gw = _gateway(request)
-    t = Tracker(gw, "models", request.state.request_id)
-    try:
-        principal = await gw.authenticate(request.headers.get("authorization"))
-        t.tenant, t.key_id = principal.tenant.name, principal.key_id
+
+    async def one(gw: Gateway, principal: Principal) -> dict[str, Any]:
         resolved = await gw.resolve(principal, model)
-    except Exception as exc:
-        _failed(t, exc)
-        raise
-    parent = gw.base_model if resolved.tune is not None else None
-    t.done(200)
-    await t.durable()
-    return _json(render.model_body(model, parent, gw.created))
+        parent = gw.base_model if resolved.tune is not None else None
+        return render.model_body(model, parent, gw.created)
+
+    return await _models_route(request, one)
 
 
 def _failed(t: Tracker, exc: BaseException) -> None:
